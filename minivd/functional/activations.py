@@ -1,0 +1,35 @@
+"""Rectified linear unit."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from ._checks import check_float, check_shape, xp_of
+
+__all__ = ["relu_forward", "relu_backward"]
+
+
+class ReLUCache(NamedTuple):
+    mask: Any
+
+
+def relu_forward(x: Any) -> tuple[Any, ReLUCache]:
+    """``out = max(x, 0)`` for an array of any shape."""
+    xp = xp_of(x=x)
+    check_float("x", x)
+    mask = x > 0
+    return xp.where(mask, x, x.dtype.type(0)), ReLUCache(mask)
+
+
+def relu_backward(dout: Any, cache: ReLUCache) -> Any:
+    r"""Gradient of ReLU.
+
+    Notes
+    -----
+    Forward: :math:`y = \max(x, 0)`.
+
+    1. :math:`\partial y/\partial x = 1` where :math:`x > 0`, else 0 (the kink at 0 takes 0),
+       so ``dx = dout * (x > 0)``.
+    """
+    check_shape("dout", dout, cache.mask.shape, "same as x")
+    return dout * cache.mask  # step 1

@@ -1,0 +1,116 @@
+r"""KL divergence approximations for the log-uniform prior, as functions of ``log α``.
+
+Sign convention (one for the whole library): these functions return **KL(q‖p) ≥ 0**, elementwise,
+and the training loss **adds** it: ``loss = mean CE + β · Σ KL / N``. Their derivatives are
+``∂KL/∂log α``. Both approximations are normalised so that KL → 0 as α → ∞ (the true KL against
+the improper log-uniform prior is defined up to a constant; see the test of quadrature).
+
+K15 (Kingma et al. 2015, eq. 18 and appendix C), valid for α ≤ 1:
+
+.. math:: \mathrm{KL} \approx -\big(C + \tfrac12\log\alpha + c_1\alpha + c_2\alpha^2
+          + c_3\alpha^3\big), \quad C = -0.661
+
+M17 (Molchanov et al. 2017, eq. 14), valid for every α:
+
+.. math:: \mathrm{KL} \approx k_1 - k_1\,\mathrm{sigmoid}(k_2 + k_3\log\alpha)
+          + \tfrac12\log(1 + \alpha^{-1})
+
+**Bounds and dead zones.** K15's polynomial diverges above α = 1 (164 at α = 7.4), and K15
+trains with the constraint α ≤ 1. We enforce it by *projection*: layers that learn ``log α``
+with the K15 KL clip the parameter into ``log α ≤ 0`` after each optimiser step (``project()``),
+so it never sits beyond the bound. Inside :func:`kl_k15` the input is clipped to the bound too
+(for fixed-α callers), and the derivative at the bound itself is the polynomial's one-sided
+derivative (−0.416, not 0): ``vd-b`` starts at α = 1 exactly, and there the data term and the
+KL both still move ``log α``, so a parameter on the bound can always come back. A gradient
+that would push it past the bound is undone by the projection, never by a zero gradient.
+
+M17 needs no clip at all: written with ``softplus(−log α) = log(1 + 1/α)`` it is finite with a
+finite derivative for every ``log α`` (we checked ``±20`` and beyond). M17's authors clip
+``log α`` to [−8, 8]; a clip would give zero gradient outside, a dead zone, so we leave it out
+(the KL differs from the clipped one by < 3e-4 above 8 and grows as −½ log α below −8, which is
+the true KL's behaviour).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backend import get_xp
+
+__all__ = [
+    "K15_C",
+    "K15_COEFFS",
+    "K15_LOG_ALPHA_MAX",
+    "M17_K",
+    "kl_k15",
+    "kl_k15_grad",
+    "kl_m17",
+    "kl_m17_grad",
+]
+
+K15_C = -0.661
+"""Pinned constant of the K15 polynomial (minimax fit on α ∈ [e⁻⁴, 1], max error 0.0145)."""
+K15_COEFFS = (1.16145124, -1.50204118, 0.58629921)
+K15_LOG_ALPHA_MAX = 0.0
+"""K15 is valid for α ≤ 1: the upper bound of ``log α``."""
+M17_K = (0.63576, 1.87320, 1.48695)
+
+
+def kl_k15(log_alpha: Any) -> Any:
+    """Elementwise K15 KL (≥ 0 on its range) at ``min(log_alpha, 0)``."""
+    xp = get_xp(log_alpha)
+    la = xp.minimum(log_alpha, K15_LOG_ALPHA_MAX)
+    a = xp.exp(la)
+    c1, c2, c3 = K15_COEFFS
+    poly = c3 * a
+    poly += c2
+    poly *= a
+    poly += c1
+    poly *= a
+    return -(K15_C + 0.5 * la + poly)
+
+
+def kl_k15_grad(log_alpha: Any) -> Any:
+    r"""``∂ kl_k15 / ∂ log α``: :math:`-\tfrac12 - \alpha(c_1 + 2c_2\alpha + 3c_3\alpha^2)`.
+
+    Evaluated at ``min(log_alpha, 0)``: at the bound it is the one-sided derivative; above it
+    (only reachable when the caller skips the projection) the clipped KL is flat and its true
+    derivative is 0, which we return.
+    """
+    xp = get_xp(log_alpha)
+    la = xp.minimum(log_alpha, K15_LOG_ALPHA_MAX)
+    a = xp.exp(la)
+    c1, c2, c3 = K15_COEFFS
+    inner = (3 * c3) * a
+    inner += 2 * c2
+    inner *= a
+    inner += c1
+    inner *= a
+    g = -0.5 - inner
+    return xp.where(log_alpha > K15_LOG_ALPHA_MAX, g.dtype.type(0), g)
+
+
+def _sigmoid(xp: Any, z: Any) -> Any:
+    # exp of a non-positive number only: no overflow for any z
+    e = xp.exp(-xp.abs(z))
+    return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _softplus(xp: Any, z: Any) -> Any:
+    return xp.logaddexp(z.dtype.type(0), z)
+
+
+def kl_m17(log_alpha: Any) -> Any:
+    """Elementwise M17 KL (≥ 0), finite for every ``log_alpha``."""
+    xp = get_xp(log_alpha)
+    k1, k2, k3 = M17_K
+    return k1 - k1 * _sigmoid(xp, k2 + k3 * log_alpha) + 0.5 * _softplus(xp, -log_alpha)
+
+
+def kl_m17_grad(log_alpha: Any) -> Any:
+    r"""``∂ kl_m17 / ∂ log α``: :math:`-k_1k_3\,s(1-s) - \tfrac12\,\mathrm{sigmoid}(-\log\alpha)`,
+    :math:`s = \mathrm{sigmoid}(k_2 + k_3\log\alpha)`."""
+    xp = get_xp(log_alpha)
+    k1, k2, k3 = M17_K
+    s = _sigmoid(xp, k2 + k3 * log_alpha)
+    return -(k1 * k3) * s * (1 - s) - 0.5 * _sigmoid(xp, -log_alpha)

@@ -1,0 +1,17 @@
+"""Thin stateful layers over :mod:`minivd.functional` (see :class:`Layer` for the protocol)."""
+
+from .base import Layer, p_to_log_alpha
+from .basic import Dense, Dropout, GaussianDropout, ReLU
+from .variational_dense import SAMPLERS, SPARSE_LOG_ALPHA_THRESHOLD, VariationalDense
+
+__all__ = [
+    "Layer",
+    "Dense",
+    "ReLU",
+    "Dropout",
+    "GaussianDropout",
+    "VariationalDense",
+    "SAMPLERS",
+    "SPARSE_LOG_ALPHA_THRESHOLD",
+    "p_to_log_alpha",
+]

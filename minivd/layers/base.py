@@ -1,0 +1,109 @@
+"""The layer protocol shared by every layer, and helpers for building parameters."""
+
+from __future__ import annotations
+
+import math
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from ..backend import backend_name, resolve_backend
+
+__all__ = ["Layer", "init_generator", "p_to_log_alpha"]
+
+
+class Layer:
+    """Base class: a thin stateful wrapper over pure functional ops.
+
+    Protocol
+    --------
+    ``forward(x, *, rng=None, train=True)``
+        Returns the output. Stochastic layers need ``rng`` (a NumPy or CuPy ``Generator`` on
+        the layer's backend) when ``train`` is true; ``train=False`` is the deterministic
+        evaluation map. The noise drawn is kept for ``backward``.
+    ``backward(dout) -> dx``
+        Gradient of the **data term** only; *writes* ``grads`` (one entry per key of
+        ``params``).
+    ``kl()``
+        The layer's summed KL divergence (a 0-d array, or ``0.0`` for layers without one).
+    ``kl_backward(scale)``
+        *Adds* ``scale · ∂KL/∂params`` into ``grads``; call it after ``backward``. The model
+        passes ``β/N`` (``β/(3N)`` for variational dropout A2).
+    ``project()``
+        Puts constrained parameters back into their range after an optimiser step (K15's
+        ``log α ≤ 0``); a no-op for unconstrained layers.
+    """
+
+    def __init__(self) -> None:
+        self.params: dict[str, Any] = {}
+        self.grads: dict[str, Any] = {}
+        self._cache: Any = None
+
+    def forward(self, x: Any, *, rng: Any = None, train: bool = True) -> Any:
+        raise NotImplementedError
+
+    def backward(self, dout: Any) -> Any:
+        raise NotImplementedError
+
+    def kl(self) -> Any:
+        return 0.0
+
+    def kl_backward(self, scale: float) -> None:
+        return None
+
+    def project(self) -> None:
+        return None
+
+    def _need_cache(self) -> Any:
+        if self._cache is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward called without a training forward pass "
+                "(forward(x, rng=..., train=True) first)"
+            )
+        return self._cache
+
+    @staticmethod
+    def _need_rng(rng: Any, name: str) -> Any:
+        if rng is None:
+            raise ValueError(
+                f"{name}.forward(train=True) draws noise: pass rng=minivd.make_rng(seed, backend)"
+            )
+        return rng
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{k}={tuple(v.shape)}" for k, v in self.params.items())
+        return f"{type(self).__name__}({shapes})"
+
+
+def init_generator(seed: int | np.random.Generator | None) -> np.random.Generator:
+    """Host generator for parameter initialisation (identical weights on every backend)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None:
+        raise ValueError("layers with weights need seed= (an int) or a numpy Generator")
+    return np.random.default_rng(seed)
+
+
+def place(a: np.ndarray, backend: str | ModuleType, dtype: Any) -> Any:
+    """Put a host array on ``backend`` with ``dtype`` (a floating dtype)."""
+    xp = resolve_backend(backend)
+    dtype = np.dtype(dtype)
+    if not np.issubdtype(dtype, np.floating):
+        raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+    if backend_name(xp) == "numpy":
+        return np.ascontiguousarray(a, dtype=dtype)
+    return xp.asarray(np.ascontiguousarray(a, dtype=dtype))
+
+
+def p_to_log_alpha(p: float) -> float:
+    """Dropout rate ``p`` to Gaussian-dropout ``log α`` with ``α = p/(1−p)`` (a variance)."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"dropout rate p must lie in (0, 1), got {p}")
+    return math.log(p / (1.0 - p))
+
+
+def check_positive_int(name: str, v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name} must be a positive int, got {v!r}")
+    return int(v)

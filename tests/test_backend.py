@@ -1,0 +1,83 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import minivd
+from minivd.backend import BackendUnavailableError, asarray, get_xp, resolve_backend, to_numpy
+
+
+class FakeCupyArray:
+    """Looks like a cupy.ndarray to get_xp (its module name starts with 'cupy')."""
+
+
+FakeCupyArray.__module__ = "cupy._core.core"
+
+
+def test_import_does_not_import_cupy():
+    code = "import sys, minivd, minivd.layers, minivd.functional; print('cupy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_get_xp_numpy_and_ignores_none():
+    assert get_xp(np.zeros(2), None, 1.0) is np
+    assert get_xp() is np
+
+
+def test_get_xp_mixed_backends_raise():
+    with pytest.raises(TypeError, match="mixed backends"):
+        get_xp(np.zeros(2), FakeCupyArray())
+
+
+def test_get_xp_rejects_lists():
+    with pytest.raises(TypeError, match="list"):
+        get_xp([1.0, 2.0])
+
+
+def test_resolve_backend_names():
+    assert resolve_backend("numpy") is np
+    with pytest.raises(ValueError, match="numpy"):
+        resolve_backend("torch")
+
+
+def test_cupy_missing_or_no_device_is_one_clear_error():
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        with pytest.raises(BackendUnavailableError, match=r"not installed.*\[gpu\]"):
+            resolve_backend("cupy")
+        return
+    try:
+        resolve_backend("cupy")
+    except BackendUnavailableError as exc:
+        assert "CUDA device" in str(exc)
+
+
+def test_to_numpy_and_asarray():
+    a = np.arange(3.0)
+    assert to_numpy(a) is a
+    b = asarray([1, 2], "numpy", dtype="float32")
+    assert b.dtype == np.float32
+
+
+def test_make_rng_is_seeded_and_validates():
+    a = minivd.make_rng(5).standard_normal(4)
+    b = minivd.make_rng(5).standard_normal(4)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="seed"):
+        minivd.make_rng(-1)
+    with pytest.raises(ValueError, match="seed"):
+        minivd.make_rng(1.5)
+
+
+@pytest.mark.gpu
+def test_get_xp_cupy_and_mixed(xp):
+    if xp is np:
+        pytest.skip("CuPy only")
+    a = xp.zeros(3)
+    assert get_xp(a) is xp
+    with pytest.raises(TypeError, match="mixed backends"):
+        get_xp(a, np.zeros(3))
+    np.testing.assert_array_equal(to_numpy(a), np.zeros(3))

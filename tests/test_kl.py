@@ -1,0 +1,90 @@
+"""KL approximations: against quadrature of the true KL, monotone, finite, and their derivatives."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy import integrate
+
+from minivd import check_vjp
+from minivd.kl import kl_k15, kl_k15_grad, kl_m17, kl_m17_grad
+
+from .helpers import TOL, on
+
+C = -(np.euler_gamma + np.log(2)) / 2  # E log|N(0,1)| = −0.6352: makes −KL → 0 as α → ∞
+
+
+def true_neg_kl(log_alpha: float) -> float:
+    """−KL = ½ log α − E_{ε~N(1,α)} log|ε| + C, by quadrature.
+
+    Written with ε = 1 + √α z, z ~ N(0,1); the log singularity at z = −1/√α is integrable and
+    is put on an interval end so QUADPACK's extrapolation handles it.
+    """
+    sa = np.sqrt(np.exp(log_alpha))
+    z0 = -1.0 / sa
+
+    def f(z):
+        return np.log(np.abs(1 + sa * z)) * np.exp(-0.5 * z * z) / np.sqrt(2 * np.pi)
+
+    pieces = [(-np.inf, z0 - 1), (z0 - 1, z0), (z0, z0 + 1), (z0 + 1, np.inf)]
+    e_log = sum(integrate.quad(f, a, b, limit=200, epsabs=1e-11)[0] for a, b in pieces)
+    return 0.5 * log_alpha - e_log + C
+
+
+@pytest.mark.parametrize("la, ref", [(-4, -2.6258), (-2, -1.5442), (-1, -0.9145), (0, -0.4267),
+                                     (1, -0.1732), (2, -0.0662)])
+def test_quadrature_matches_reference_values(la, ref):
+    # PAPER.md reference values (quadrature checked by Monte Carlo), given to 4 decimals
+    assert abs(true_neg_kl(la) - ref) < 1e-3
+
+
+def test_m17_within_fit_error_of_true_kl():
+    grid = np.linspace(-8, 8, 161)
+    err = np.abs(kl_m17(grid) + np.array([true_neg_kl(v) for v in grid]))
+    assert err.max() < 0.012, err.max()
+
+
+def test_k15_with_pinned_constant_within_fit_error():
+    grid = np.linspace(-4, 0, 81)
+    err = np.abs(kl_k15(grid) + np.array([true_neg_kl(v) for v in grid]))
+    assert err.max() < 0.02, err.max()
+
+
+def test_both_monotone_decreasing_in_alpha_and_nonnegative():
+    grid = np.linspace(-8, 8, 801)
+    assert np.all(np.diff(kl_m17(grid)) < 0) and np.all(kl_m17(grid) > 0)
+    k = kl_k15(np.linspace(-8, 0, 401))
+    assert np.all(np.diff(k) < 0) and np.all(k > 0)
+    assert np.all(kl_k15_grad(np.linspace(-8, 0, 401)) < 0)
+    assert np.all(kl_m17_grad(grid) < 0)
+
+
+@given(seed=st.integers(0, 2**32 - 1), n=st.integers(1, 8))
+def test_kl_derivatives_gradcheck(xp, seed, n):
+    r = np.random.default_rng(seed)
+    la15 = on(xp, r.uniform(-6, -0.1, n))  # at least 0.1 from the K15 bound
+    la17 = on(xp, r.uniform(-10, 10, n))
+    for fn, grad, la in ((kl_k15, kl_k15_grad, la15), (kl_m17, kl_m17_grad, la17)):
+        errs = check_vjp(fn, lambda d, la, grad=grad: [on(xp, d) * grad(la)], [la], seed=seed)
+        assert errs[0] < TOL
+
+
+def test_k15_bound_has_no_dead_zone():
+    # at α = 1 exactly (vd-b's start) the derivative is the polynomial's one-sided one
+    g0 = float(kl_k15_grad(np.array(0.0)))
+    assert np.isclose(g0, -0.5 - (1.16145124 - 2 * 1.50204118 + 3 * 0.58629921))
+    assert g0 < -0.4
+    # just inside the bound the derivative is continuous with the bound's
+    assert abs(float(kl_k15_grad(np.array(-1e-6))) - g0) < 1e-5
+
+
+def test_extreme_log_alpha_finite():
+    la = np.array([-20.0, 20.0, -800.0, 800.0])
+    for f in (kl_k15, kl_k15_grad, kl_m17, kl_m17_grad):
+        assert np.all(np.isfinite(f(la)))
+
+
+def test_m17_without_clip_differs_little_above_8():
+    # the authors clip log α to [−8, 8]; we don't (no dead zone). Above 8 the two differ by
+    # at most KL(8) itself:
+    assert kl_m17(np.array(8.0)) < 3e-4

@@ -1,0 +1,151 @@
+"""Layers: finite-difference checks of backward + scale·KL with fixed noise, evaluation maps,
+projection at the K15 bound, and bad input."""
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from minivd import make_rng
+from minivd.layers import SAMPLERS, Dense, Dropout, GaussianDropout, ReLU, VariationalDense
+
+from .helpers import TOL, away_from_zero, check_layer, on
+from .strategies import dense_shapes, seeds
+
+# β/N-like KL weights; a tiny nonzero scale would make KL gradients too small for central
+# differences to resolve beside the O(1) data term, so it is 0 or at least 0.1
+SCALES = st.one_of(st.just(0.0), st.floats(0.1, 2.0))
+
+
+@given(shape=dense_shapes, seed=seeds)
+def test_dense_relu_dropout_layers(xp, shape, seed):
+    n, d_in, d_out = shape
+    r = np.random.default_rng(seed)
+    be = xp.__name__
+    x = on(xp, away_from_zero(r, (n, d_in)))
+    for layer in (Dense(d_in, d_out, seed=seed, backend=be, dtype="float64"), ReLU(),
+                  Dropout(0.3)):
+        errs = check_layer(layer, x, seed=seed)
+        assert max(errs.values()) < TOL, (layer, errs)
+
+
+@pytest.mark.parametrize("alpha_per", ["unit", "layer"])
+@pytest.mark.parametrize("conv_input", [False, True])
+@given(n=st.integers(1, 4), d=st.integers(1, 5), seed=seeds, scale=SCALES)
+def test_gaussian_dropout_layer(xp, alpha_per, conv_input, n, d, seed, scale):
+    r = np.random.default_rng(seed)
+    x = on(xp, r.standard_normal((n, d, 3, 2) if conv_input else (n, d)))
+    for learn in (False, True):
+        layer = GaussianDropout(d, p=0.4, learn_alpha=learn, alpha_per=alpha_per,
+                                backend=xp.__name__, dtype="float64")
+        if learn:  # spread log α, at least 0.1 below the K15 bound
+            layer.params["log_alpha"][...] = on(xp, r.uniform(-3, -0.1, layer.log_alpha.shape))
+        errs = check_layer(layer, x, seed=seed, scale=scale)
+        assert max(errs.values()) < TOL, errs
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("param", ["weight", "unit", "layer", "sparse", "fixed"])
+@given(shape=dense_shapes, seed=seeds, scale=SCALES)
+def test_variational_dense_layer(xp, sampler, param, shape, seed, scale):
+    n, d_in, d_out = shape
+    r = np.random.default_rng(seed)
+    kw = dict(sparse=True) if param == "sparse" else (
+        dict(learn_alpha=False) if param == "fixed" else dict(alpha_per=param))
+    layer = VariationalDense(d_in, d_out, p=0.4, sampler=sampler, seed=seed,
+                             backend=xp.__name__, dtype="float64", **kw)
+    if "log_alpha" in layer.params:
+        layer.params["log_alpha"][...] = on(xp, r.uniform(-3, -0.1, layer.log_alpha.shape))
+    if "log_sigma2" in layer.params:
+        layer.params["log_sigma2"][...] = on(xp, r.uniform(-4, 0, (d_in, d_out)))
+    x = on(xp, r.standard_normal((n, d_in)))
+    errs = check_layer(layer, x, seed=seed, scale=scale)
+    assert max(errs.values()) < TOL, errs
+
+
+def test_kl_counts(xp):
+    """KL sums over weights (type B) and over noise variables (type A), never averages."""
+    from minivd.kl import kl_k15
+
+    la = np.log(0.25)
+    k = float(kl_k15(np.array(la)))
+    for per in ("weight", "unit", "layer"):
+        layer = VariationalDense(6, 4, p=0.2, alpha_per=per, backend=xp.__name__)
+        assert np.isclose(float(layer.kl()), 24 * k, rtol=1e-5)
+    for per in ("unit", "layer"):
+        ga = GaussianDropout(6, p=0.2, learn_alpha=True, alpha_per=per, backend=xp.__name__)
+        assert np.isclose(float(ga.kl()), 6 * k, rtol=1e-5)
+    assert GaussianDropout(6, p=0.2).kl() == 0.0
+
+
+def test_evaluation_uses_mean_weights_and_sparse_mask():
+    layer = VariationalDense(3, 2, sparse=True, seed=1, dtype="float64")
+    theta = layer.params["theta"]
+    layer.params["log_sigma2"][...] = np.log(theta**2) + np.array([[4.0, 0.0], [2.9, 3.1],
+                                                                   [-5.0, 10.0]])
+    x = np.eye(3)
+    out = layer.forward(x, train=False)
+    mask = np.array([[0, 1], [1, 0], [1, 0]])
+    assert np.allclose(out, theta * mask)  # log α ≥ 3 zeroed, bias is 0
+    dense = VariationalDense(3, 2, seed=1, dtype="float64")
+    assert np.allclose(dense.forward(x, train=False), dense.params["theta"])
+    # training passes are stochastic, evaluation passes are not
+    a = dense.forward(x, rng=make_rng(0))
+    b = dense.forward(x, rng=make_rng(1))
+    assert not np.allclose(a, b)
+
+
+def test_noise_is_independent_across_the_minibatch():
+    """LRT noise has shape (N, D_out): identical examples get different outputs."""
+    layer = VariationalDense(4, 3, seed=0, dtype="float64")
+    out = layer.forward(np.ones((5, 4)), rng=make_rng(0))
+    assert np.all(np.std(out, axis=0) > 0)
+    layer.sampler = "shared_weights"
+    out = layer.forward(np.ones((5, 4)), rng=make_rng(0))
+    assert np.allclose(np.std(out, axis=0), 0)
+
+
+def test_k15_projection_bound_is_not_a_dead_zone():
+    """vd-b starts at α = 1 (log α = 0), on the bound: gradients exist there and a parameter
+    pushed past the bound is projected back and can move inward again."""
+    layer = VariationalDense(3, 2, p=0.5, seed=0, dtype="float64")
+    assert np.all(layer.params["log_alpha"] == 0.0)
+    x = np.random.default_rng(0).standard_normal((8, 3))
+    layer.forward(x, rng=make_rng(0))
+    layer.backward(np.zeros((8, 2)))  # no data gradient: only the KL acts
+    layer.kl_backward(1.0)
+    g = layer.grads["log_alpha"]
+    assert np.all(g < -0.4)  # the KL pulls α up (gradient descent raises log α)
+    layer.params["log_alpha"] -= 0.1 * g  # steps past the bound ...
+    assert np.all(layer.params["log_alpha"] > 0)
+    layer.project()
+    assert np.all(layer.params["log_alpha"] == 0.0)  # ... and is projected back onto it
+    layer.params["log_alpha"] -= 0.1 * np.ones_like(g)  # a data-like push moves it inward
+    assert np.all(layer.params["log_alpha"] < 0)
+
+
+def test_layers_reject_bad_input():
+    with pytest.raises(ValueError, match="sampler"):
+        VariationalDense(3, 2, sampler="per_weight")
+    layer = VariationalDense(3, 2)
+    layer.sampler = "bogus"
+    with pytest.raises(ValueError, match="sampler"):
+        layer.forward(np.zeros((2, 3), np.float32), rng=make_rng(0))
+    with pytest.raises(ValueError, match="rng"):
+        VariationalDense(3, 2).forward(np.zeros((2, 3), np.float32))
+    with pytest.raises(ValueError, match="D_in"):
+        VariationalDense(3, 2).forward(np.zeros((2, 4), np.float32), rng=make_rng(0))
+    with pytest.raises(TypeError, match="floating"):
+        VariationalDense(3, 2).forward(np.zeros((2, 3), int), rng=make_rng(0))
+    with pytest.raises(ValueError, match="alpha_per"):
+        VariationalDense(3, 2, alpha_per="row")
+    with pytest.raises(ValueError, match="p ≤ 0.5"):
+        VariationalDense(3, 2, p=0.7)
+    with pytest.raises(ValueError, match="d_in"):
+        Dense(0, 2)
+    with pytest.raises(ValueError, match="GaussianDropout"):
+        GaussianDropout(3).forward(np.zeros((2, 4), np.float32), rng=make_rng(0))
+    with pytest.raises(ValueError, match="p_drop"):
+        Dropout(1.0)
+    with pytest.raises(RuntimeError, match="backward"):
+        Dense(3, 2).backward(np.zeros((2, 2), np.float32))
