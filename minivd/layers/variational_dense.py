@@ -22,6 +22,7 @@ from ..functional import (
     shared_weight_dense_backward,
     shared_weight_dense_forward,
 )
+from ..functional._checks import check_float
 from ..kl import K15_LOG_ALPHA_MAX, kl_k15, kl_k15_grad, kl_m17, kl_m17_grad
 from .base import Layer, check_positive_int, init_generator, p_to_log_alpha, place
 
@@ -170,9 +171,8 @@ class VariationalDense(Layer):
             self._cache = _Cache(sampler, cache, None)
             return out
         fwd, _, noise_shape = _OPS[sampler]
-        if getattr(x, "ndim", 0) != 2:
-            raise ValueError(f"x must have shape (N, D_in), got {tuple(getattr(x, 'shape', ()))}")
         d_in, d_out = self.params["theta"].shape
+        check_float("x", x, 2)  # before drawing noise of x's dtype
         noise = self._need_rng(rng, "VariationalDense").standard_normal(
             noise_shape(x.shape[0], d_in, d_out), dtype=x.dtype)
         var, map_cache = self._variance()
