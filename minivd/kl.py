@@ -35,6 +35,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._rowwise import rowwise
 from .backend import get_xp
 
 __all__ = [
@@ -58,36 +59,52 @@ M17_K = (0.63576, 1.87320, 1.48695)
 
 def kl_k15(log_alpha: Any) -> Any:
     """Elementwise K15 KL (≥ 0 on its range) at ``min(log_alpha, 0)``."""
+    return rowwise(_kl_k15, log_alpha, out=1)
+
+
+def _kl_k15(log_alpha: Any, out: tuple | None = None) -> Any:
     xp = get_xp(log_alpha)
     la = xp.minimum(log_alpha, K15_LOG_ALPHA_MAX)
     a = xp.exp(la)
     c1, c2, c3 = K15_COEFFS
-    poly = c3 * a
-    poly += c2
-    poly *= a
-    poly += c1
-    poly *= a
-    return -(K15_C + 0.5 * la + poly)
+    kl = xp.multiply(-c3, a, out=None if out is None else out[0])
+    # step by step: kl = −C − ½ la − a·(c1 + a·(c2 + c3 a))
+    kl -= c2
+    kl *= a
+    kl -= c1
+    kl *= a
+    kl -= 0.5 * la
+    kl -= K15_C
+    return kl
 
 
-def kl_k15_grad(log_alpha: Any) -> Any:
+def kl_k15_grad(log_alpha: Any, alpha: Any = None) -> Any:
     r"""``∂ kl_k15 / ∂ log α``: :math:`-\tfrac12 - \alpha(c_1 + 2c_2\alpha + 3c_3\alpha^2)`.
 
     Evaluated at ``min(log_alpha, 0)``: at the bound it is the one-sided derivative; above it
     (only reachable when the caller skips the projection) the clipped KL is flat and its true
-    derivative is 0, which we return.
+    derivative is 0, which we return. ``alpha``, if given, is ``exp(log_alpha)`` already
+    computed (its entries above the bound are ignored, as they are masked).
     """
-    xp = get_xp(log_alpha)
-    la = xp.minimum(log_alpha, K15_LOG_ALPHA_MAX)
-    a = xp.exp(la)
+    if getattr(log_alpha, "ndim", 1) == 0:  # the in-place mask below needs an array
+        return kl_k15_grad(log_alpha.reshape(1), None if alpha is None else alpha.reshape(1))[0]
+    return rowwise(kl_k15_grad_kernel, log_alpha, alpha, out=1)
+
+
+def kl_k15_grad_kernel(log_alpha: Any, alpha: Any = None, out: tuple | None = None) -> Any:
+    """:func:`kl_k15_grad` elementwise on an array of rank ≥ 1, written into ``out`` if given."""
+    xp = get_xp(log_alpha, alpha)
+    a = xp.exp(xp.minimum(log_alpha, K15_LOG_ALPHA_MAX)) if alpha is None else alpha
     c1, c2, c3 = K15_COEFFS
-    inner = (3 * c3) * a
-    inner += 2 * c2
-    inner *= a
-    inner += c1
-    inner *= a
-    g = -0.5 - inner
-    return xp.where(log_alpha > K15_LOG_ALPHA_MAX, g.dtype.type(0), g)
+    g = xp.multiply(-3 * c3, a, out=None if out is None else out[0])
+    # step by step: g = −0.5 − a·(c1 + a·(2 c2 + 3 c3 a))
+    g -= 2 * c2
+    g *= a
+    g -= c1
+    g *= a
+    g -= 0.5
+    g[log_alpha > K15_LOG_ALPHA_MAX] = 0
+    return g
 
 
 def _sigmoid(xp: Any, z: Any) -> Any:
@@ -102,15 +119,29 @@ def _softplus(xp: Any, z: Any) -> Any:
 
 def kl_m17(log_alpha: Any) -> Any:
     """Elementwise M17 KL (≥ 0), finite for every ``log_alpha``."""
+    return rowwise(_kl_m17, log_alpha, out=1)
+
+
+def _kl_m17(log_alpha: Any, out: tuple | None = None) -> Any:
     xp = get_xp(log_alpha)
     k1, k2, k3 = M17_K
+    if out is not None:
+        out[0][...] = _kl_m17(log_alpha)
+        return out[0]
     return k1 - k1 * _sigmoid(xp, k2 + k3 * log_alpha) + 0.5 * _softplus(xp, -log_alpha)
 
 
 def kl_m17_grad(log_alpha: Any) -> Any:
     r"""``∂ kl_m17 / ∂ log α``: :math:`-k_1k_3\,s(1-s) - \tfrac12\,\mathrm{sigmoid}(-\log\alpha)`,
     :math:`s = \mathrm{sigmoid}(k_2 + k_3\log\alpha)`."""
+    return rowwise(_kl_m17_grad, log_alpha, out=1)
+
+
+def _kl_m17_grad(log_alpha: Any, out: tuple | None = None) -> Any:
     xp = get_xp(log_alpha)
     k1, k2, k3 = M17_K
+    if out is not None:
+        out[0][...] = _kl_m17_grad(log_alpha)
+        return out[0]
     s = _sigmoid(xp, k2 + k3 * log_alpha)
     return -(k1 * k3) * s * (1 - s) - 0.5 * _sigmoid(xp, -log_alpha)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from .._rowwise import rowwise
+from ..backend import get_xp
 from ._broadcast import sum_to_shape
 from ._checks import check_broadcasts_to, check_float, check_same_dtype, check_shape, xp_of
 
@@ -47,10 +49,21 @@ def k15_variance_forward(theta: Any, log_alpha: Any) -> tuple[Any, K15Cache]:
     check_float("log_alpha", log_alpha)
     check_same_dtype(theta=theta, log_alpha=log_alpha)
     check_broadcasts_to("log_alpha", log_alpha, theta.shape, "theta")
-    alpha = xp.exp(log_alpha)
-    var = theta * theta
-    var *= alpha
+    if log_alpha.shape == theta.shape:  # per weight: fused over cache-sized row blocks
+        alpha, var = rowwise(k15_forward_kernel, theta, log_alpha, out=2)
+    else:
+        alpha, var = k15_forward_kernel(theta, log_alpha)
     return var, K15Cache(theta, alpha, var, tuple(log_alpha.shape))
+
+
+def k15_forward_kernel(theta: Any, log_alpha: Any, out: tuple | None = None) -> tuple[Any, Any]:
+    """``(α, σ²)`` with ``α = exp(log α)``, ``σ² = αθ²``, written into ``out`` if given."""
+    xp = get_xp(theta, log_alpha)
+    alpha, var = out if out is not None else (None, None)
+    alpha = xp.exp(log_alpha, out=alpha)
+    var = xp.multiply(theta, theta, out=var)
+    var *= alpha
+    return alpha, var
 
 
 def k15_variance_backward(dvar: Any, cache: K15Cache) -> tuple[Any, Any]:
@@ -71,10 +84,21 @@ def k15_variance_backward(dvar: Any, cache: K15Cache) -> tuple[Any, Any]:
     """
     theta, alpha, var, la_shape = cache
     check_shape("dvar", dvar, theta.shape, "same as theta")
-    dtheta = dvar * theta  # step 1
+    if la_shape == tuple(theta.shape):
+        return rowwise(k15_backward_kernel, dvar, theta, alpha, var, out=2)
+    dtheta, dlog_alpha = k15_backward_kernel(dvar, theta, alpha, var)
+    return dtheta, sum_to_shape(dlog_alpha, la_shape)  # step 2, broadcast α
+
+
+def k15_backward_kernel(dvar: Any, theta: Any, alpha: Any, var: Any,
+                        out: tuple | None = None) -> tuple[Any, Any]:
+    """Steps 1–2 of :func:`k15_variance_backward` elementwise, written into ``out`` if given."""
+    xp = get_xp(dvar, theta)
+    dtheta, dlog_alpha = out if out is not None else (None, None)
+    dtheta = xp.multiply(dvar, theta, out=dtheta)  # step 1
     dtheta *= alpha
     dtheta *= 2
-    dlog_alpha = sum_to_shape(dvar * var, la_shape)  # step 2
+    dlog_alpha = xp.multiply(dvar, var, out=dlog_alpha)  # step 2
     return dtheta, dlog_alpha
 
 

@@ -2,7 +2,8 @@
 
 from .base import Layer, p_to_log_alpha
 from .basic import Dense, Dropout, GaussianDropout, ReLU
-from .variational_dense import SAMPLERS, SPARSE_LOG_ALPHA_THRESHOLD, VariationalDense
+from .variational_dense import SAMPLERS, VariationalDense
+from .weight_posterior import SPARSE_LOG_ALPHA_THRESHOLD, WeightPosterior
 
 __all__ = [
     "Layer",
@@ -13,5 +14,6 @@ __all__ = [
     "VariationalDense",
     "SAMPLERS",
     "SPARSE_LOG_ALPHA_THRESHOLD",
+    "WeightPosterior",
     "p_to_log_alpha",
 ]

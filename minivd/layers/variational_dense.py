@@ -7,32 +7,25 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ..backend import get_xp
 from ..functional import (
     dense_backward,
     dense_forward,
-    k15_variance_backward,
-    k15_variance_forward,
     lrt_dense_backward,
     lrt_dense_forward,
-    m17_variance_backward,
-    m17_variance_forward,
     per_example_dense_backward,
     per_example_dense_forward,
     shared_weight_dense_backward,
     shared_weight_dense_forward,
 )
 from ..functional._checks import check_float
-from ..kl import K15_LOG_ALPHA_MAX, kl_k15, kl_k15_grad, kl_m17, kl_m17_grad
-from .base import Layer, check_positive_int, init_generator, p_to_log_alpha, place
+from ..random import standard_normal
+from .base import Layer, check_positive_int, init_generator
+from .weight_posterior import WeightPosterior
 
-__all__ = ["VariationalDense", "SAMPLERS", "SPARSE_LOG_ALPHA_THRESHOLD"]
+__all__ = ["VariationalDense", "SAMPLERS", "check_sampler"]
 
 SAMPLERS = ("lrt", "per_example_weights", "shared_weights", "mean")
 """The gradient estimators of K15 Table 1."""
-
-SPARSE_LOG_ALPHA_THRESHOLD = 3.0
-"""Sparse layers zero weights with ``log α ≥ 3`` (α ≈ 20, p ≈ 0.95) at evaluation."""
 
 _OPS = {
     "lrt": (lrt_dense_forward, lrt_dense_backward, lambda n, di, do: (n, do)),
@@ -87,7 +80,8 @@ class VariationalDense(Layer):
     Parameters: ``theta``, then ``log_alpha`` (K15, if learned) or ``log_sigma2`` (sparse),
     then ``b``. The KL is summed over weights: ``Σ_ij KL(α_ij)``; with a shared α each weight
     still counts (``D_in · Σ_j KL(α_j)`` per unit). Evaluation (``train=False``) uses the mean
-    weights θ; sparse layers also zero weights with ``log α ≥ 3``.
+    weights θ; sparse layers also zero weights with ``log α ≥ 3``. All gradients of a step,
+    the KL's included, are taken at the parameters of that step's training forward pass.
     """
 
     def __init__(
@@ -109,62 +103,35 @@ class VariationalDense(Layer):
         super().__init__()
         d_in, d_out = check_positive_int("d_in", d_in), check_positive_int("d_out", d_out)
         self.sampler = check_sampler(sampler)
-        self.sparse = bool(sparse)
-        self.learn_alpha = bool(learn_alpha) or self.sparse
-        g = init_generator(seed)
-        self.params["theta"] = place(g.standard_normal((d_in, d_out)) * math.sqrt(2.0 / d_in),
-                                     backend, dtype)
-        if self.sparse:
-            self.alpha_per = "weight"
-            self.params["log_sigma2"] = place(np.full((d_in, d_out), log_sigma2_init),
-                                              backend, dtype)
-        else:
-            shapes = {"weight": (d_in, d_out), "unit": (1, d_out), "layer": (1, 1)}
-            if alpha_per not in shapes:
-                raise ValueError(f"alpha_per must be one of {tuple(shapes)}, got {alpha_per!r}")
-            self.alpha_per = alpha_per
-            la0 = p_to_log_alpha(p)
-            if self.learn_alpha and la0 > K15_LOG_ALPHA_MAX:
-                raise ValueError(f"the K15 KL is valid for α ≤ 1 (p ≤ 0.5); got p = {p}")
-            la = place(np.full(shapes[alpha_per], la0), backend, dtype)
-            if self.learn_alpha:
-                self.params["log_alpha"] = la
-            else:
-                self._fixed_log_alpha = la
+        shapes = {"weight": (d_in, d_out), "unit": (1, d_out), "layer": (1, 1)}
+        if alpha_per not in shapes:
+            raise ValueError(f"alpha_per must be one of {tuple(shapes)}, got {alpha_per!r}")
+        self.alpha_per = "weight" if sparse else alpha_per
+        theta0 = init_generator(seed).standard_normal((d_in, d_out)) * math.sqrt(2.0 / d_in)
+        self.posterior = WeightPosterior(
+            self.params, theta0, alpha_shape=shapes[alpha_per], p=p, learn_alpha=learn_alpha,
+            sparse=sparse, log_sigma2_init=log_sigma2_init, backend=backend, dtype=dtype)
         if bias:
-            self.params["b"] = place(np.zeros(d_out), backend, dtype)
+            self.params["b"] = self.params["theta"][0] * 0
 
-    # -- parameter maps -------------------------------------------------------------------
+    @property
+    def sparse(self) -> bool:
+        return self.posterior.sparse
+
     @property
     def log_alpha(self) -> Any:
         """``log α`` of every weight's posterior (broadcastable to θ)."""
-        if self.sparse:
-            (_, la), _ = m17_variance_forward(self.params["theta"], self.params["log_sigma2"])
-            return la
-        return self.params["log_alpha"] if self.learn_alpha else self._fixed_log_alpha
-
-    def _variance(self) -> tuple[Any, Any]:
-        theta = self.params["theta"]
-        if self.sparse:
-            (var, _), cache = m17_variance_forward(theta, self.params["log_sigma2"])
-        else:
-            var, cache = k15_variance_forward(theta, self.log_alpha)
-        return var, cache
+        return self.posterior.log_alpha
 
     def mean_weights(self) -> Any:
         """θ, with weights of ``log α ≥ 3`` zeroed for sparse layers."""
-        theta = self.params["theta"]
-        if not self.sparse:
-            return theta
-        return theta * (self.log_alpha < SPARSE_LOG_ALPHA_THRESHOLD)
+        return self.posterior.mean_weights()
 
-    # -- forward / backward ---------------------------------------------------------------
     def forward(self, x: Any, *, rng: Any = None, train: bool = True) -> Any:
         b = self.params.get("b")
         if not train:
             self._cache = None
-            out, _ = dense_forward(x, self.mean_weights(), b)
-            return out
+            return dense_forward(x, self.mean_weights(), b)[0]
         sampler = check_sampler(self.sampler)
         if sampler == "mean":
             out, cache = dense_forward(x, self.params["theta"], b)
@@ -173,9 +140,9 @@ class VariationalDense(Layer):
         fwd, _, noise_shape = _OPS[sampler]
         d_in, d_out = self.params["theta"].shape
         check_float("x", x, 2)  # before drawing noise of x's dtype
-        noise = self._need_rng(rng, "VariationalDense").standard_normal(
-            noise_shape(x.shape[0], d_in, d_out), dtype=x.dtype)
-        var, map_cache = self._variance()
+        noise = standard_normal(self._need_rng(rng, "VariationalDense"),
+                                noise_shape(x.shape[0], d_in, d_out), x.dtype)
+        var, map_cache = self.posterior.variance()
         out, op_cache = fwd(x, self.params["theta"], var, b, noise)
         self._cache = _Cache(sampler, op_cache, map_cache)
         return out
@@ -185,51 +152,20 @@ class VariationalDense(Layer):
         if sampler == "mean":
             g = dense_backward(dout, op_cache)
             self.grads["theta"] = g.dw
-            dx, db = g.dx, g.db
-            for k in ("log_alpha", "log_sigma2"):
-                if k in self.params:
-                    self.grads[k] = get_xp(g.dw).zeros_like(self.params[k])
+            self.posterior.zero_grads(self.grads)
         else:
             g = _OPS[sampler][1](dout, op_cache)
-            dx, db = g.dx, g.db
-            if self.sparse:
-                dtheta_map, dls2 = m17_variance_backward(g.dw_var, None, map_cache)
-                self.grads["log_sigma2"] = dls2
-                self.grads["theta"] = g.dw_mean  # M17: σ² does not depend on θ
-            else:
-                dtheta_map, dla = k15_variance_backward(g.dw_var, map_cache)
-                dtheta_map += g.dw_mean
-                self.grads["theta"] = dtheta_map
-                if self.learn_alpha:
-                    self.grads["log_alpha"] = dla
+            self.posterior.backward(g.dw_mean, g.dw_var, map_cache, self.grads)
         if "b" in self.params:
-            self.grads["b"] = db
-        return dx
-
-    # -- KL -------------------------------------------------------------------------------
-    def _copies(self) -> int:
-        return self.params["theta"].size // self.log_alpha.size
+            self.grads["b"] = g.db
+        return g.dx
 
     def kl(self) -> Any:
-        if not self.learn_alpha:
-            return 0.0
-        if self.sparse:
-            return kl_m17(self.log_alpha).sum()
-        return kl_k15(self.params["log_alpha"]).sum() * self._copies()
+        return self.posterior.kl()
 
     def kl_backward(self, scale: float) -> None:
-        if not self.learn_alpha:
-            return
-        if self.sparse:
-            (_, la), cache = m17_variance_forward(self.params["theta"], self.params["log_sigma2"])
-            dtheta, dls2 = m17_variance_backward(None, scale * kl_m17_grad(la), cache)
-            self.grads["theta"] += dtheta
-            self.grads["log_sigma2"] += dls2
-        else:
-            la = self.params["log_alpha"]
-            self.grads["log_alpha"] += (scale * self._copies()) * kl_k15_grad(la)
+        map_cache = self._cache.map_cache if self._cache is not None else None
+        self.posterior.kl_backward(scale, self.grads, map_cache)
 
     def project(self) -> None:
-        if self.learn_alpha and not self.sparse:
-            la = self.params["log_alpha"]
-            get_xp(la).minimum(la, K15_LOG_ALPHA_MAX, out=la)
+        self.posterior.project()

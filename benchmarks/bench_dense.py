@@ -1,0 +1,102 @@
+"""Speed of the dense LRT op and of a VariationalDense layer, as ratios to a same-run floor.
+
+The floor is what the method cannot avoid: the six matrix products an LRT dense layer needs
+(x@μ, x²@σ² forward; G@μᵀ, Δ@σ²ᵀ, xᵀ@G, (x²)ᵀ@Δ backward) on the same library, plus one
+draw of its output-shaped noise. Each step (noise drawn inside it) alternates with the floor;
+we report the median of the per-pair ratios.
+
+    python benchmarks/bench_dense.py [--backend numpy|cupy] [--pairs 21] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import paired, synchronizer  # noqa: E402
+
+from minivd import make_rng, resolve_backend  # noqa: E402
+from minivd.functional import lrt_dense_backward, lrt_dense_forward  # noqa: E402
+from minivd.layers import VariationalDense  # noqa: E402
+
+SHAPES = [(128, 784, 1024), (128, 1024, 1024), (1024, 1024, 1024), (4096, 1024, 1024)]
+TARGETS = {  # (op, layer) ratio targets by backend and M
+    "numpy": {128: (1.4, 1.8), 1024: (1.2, 1.35), 4096: (1.2, 1.2)},
+    "cupy": {128: (None, 2.0), 1024: (None, None), 4096: (None, 1.3)},
+}
+
+
+def bench_shape(xp, m, d_in, d_out, pairs):
+    sync = synchronizer(xp)
+    host = np.random.default_rng(0)
+    f32 = np.float32
+
+    def arr(a):
+        return xp.asarray(a.astype(f32))
+
+    x = arr(host.standard_normal((m, d_in)))
+    x2 = x * x
+    wm = arr(host.standard_normal((d_in, d_out)) * 0.03)
+    wv = arr(host.uniform(1e-4, 1e-3, (d_in, d_out)))
+    b = arr(np.zeros(d_out))
+    dout = arr(host.standard_normal((m, d_out)))
+    rng = make_rng(0, xp)
+
+    def floor():
+        x @ wm
+        x2 @ wv
+        dout @ wm.T
+        dout @ wv.T
+        x.T @ dout
+        x2.T @ dout
+        rng.standard_normal((m, d_out), dtype=f32)
+
+    def op():
+        noise = rng.standard_normal((m, d_out), dtype=f32)
+        _, cache = lrt_dense_forward(x, wm, wv, b, noise)
+        lrt_dense_backward(dout, cache)
+
+    layer = VariationalDense(d_in, d_out, p=0.5, seed=0, backend=xp.__name__)
+    layer.params["log_alpha"][...] = xp.asarray(host.uniform(-4, 0, (d_in, d_out)).astype(f32))
+    scale = 1.0 / 50_000
+
+    def layer_step():
+        layer.forward(x, rng=rng)
+        layer.backward(dout)
+        layer.kl()
+        layer.kl_backward(scale)
+
+    return paired(op, floor, pairs, sync), paired(layer_step, floor, pairs, sync)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    ap.add_argument("--pairs", type=int, default=21)
+    ap.add_argument("--quick", action="store_true", help="the first shape only, 5 pairs")
+    args = ap.parse_args(argv)
+    xp = resolve_backend(args.backend)
+    shapes = SHAPES[:1] if args.quick else SHAPES
+    pairs = 5 if args.quick else args.pairs
+    device = platform.processor() or platform.machine()
+    if args.backend == "cupy":
+        device = xp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    print(f"bench_dense: backend={args.backend} device={device} cpus={os.cpu_count()} "
+          f"pairs={pairs} (median of per-pair ratios)")
+    print(f"{'M':>5} {'D_in':>5} {'D_out':>5} | {'floor ms':>8} | {'lrt_dense':>9} {'target':>6} |"
+          f" {'layer':>6} {'target':>6} | {'op ms':>7} {'layer ms':>8}")
+    for m, d_in, d_out in shapes:
+        o, l = bench_shape(xp, m, d_in, d_out, pairs)
+        t_op, t_layer = TARGETS[args.backend].get(m, (None, None))
+        fmt = lambda t: f"≤{t:.2f}" if t else "  -"  # noqa: E731
+        print(f"{m:>5} {d_in:>5} {d_out:>5} | {o['floor_ms']:8.2f} | {o['ratio']:8.2f}x {fmt(t_op):>6} |"
+              f" {l['ratio']:5.2f}x {fmt(t_layer):>6} | {o['op_ms']:7.2f} {l['op_ms']:8.2f}")
+
+
+if __name__ == "__main__":
+    main()

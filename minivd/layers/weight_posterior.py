@@ -1,0 +1,184 @@
+"""The factorised Gaussian posterior over one weight tensor, shared by the variational layers.
+
+:class:`WeightPosterior` owns the parameter entries (``theta``, then ``log_alpha`` for K15 or
+``log_sigma2`` for M17) in the layer's ``params`` dict, maps them to the posterior variance
+the LRT ops take, carries the map's gradients back, and holds the KL and its gradient. The
+dense and the conv layer differ only in the op they call and the shape of ``log α``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from .._rowwise import rowwise
+from ..backend import get_xp
+from ..functional import (
+    k15_variance_backward,
+    k15_variance_forward,
+    m17_variance_backward,
+    m17_variance_forward,
+)
+from ..functional.posterior import K15Cache, k15_backward_kernel
+from ..kl import K15_LOG_ALPHA_MAX, kl_k15, kl_k15_grad, kl_m17, kl_m17_grad
+from .base import p_to_log_alpha, place
+
+__all__ = ["WeightPosterior", "SPARSE_LOG_ALPHA_THRESHOLD"]
+
+
+def _k15_backward_plus_mean(dvar: Any, dw_mean: Any, theta: Any, alpha: Any, var: Any,
+                            out: tuple | None = None) -> tuple[Any, Any]:
+    """The K15 map's backward with θ's mean-path gradient added, in one blocked pass."""
+    dtheta, dla = k15_backward_kernel(dvar, theta, alpha, var, out=out)
+    dtheta += dw_mean
+    return dtheta, dla
+
+SPARSE_LOG_ALPHA_THRESHOLD = 3.0
+"""Sparse layers zero weights with ``log α ≥ 3`` (α ≈ 20, p ≈ 0.95) at evaluation."""
+
+
+class WeightPosterior:
+    """``q(w) = N(θ, σ²)``: K15 ``σ² = α θ²`` (learned or fixed ``log α`` of ``alpha_shape``)
+    or, with ``sparse``, M17 ``σ² = exp(log σ²)`` per weight.
+
+    Parameters
+    ----------
+    params : dict
+        The layer's parameter dict; ``theta`` and ``log_alpha``/``log_sigma2`` are added to it.
+    theta0 : ndarray
+        Initial θ (host array; fixes the weight shape).
+    alpha_shape : tuple
+        Shape of ``log α`` (K15), broadcastable to θ: the full shape (per weight), or with ones
+        where α is shared.
+    p : float
+        Initial dropout rate, ``α = p/(1−p)`` (K15).
+    learn_alpha : bool
+        False: Gaussian dropout with a fixed α (no ``log_alpha`` parameter, no KL).
+    sparse : bool
+        M17 parameterisation, ``log σ²`` initialised at ``log_sigma2_init``.
+    """
+
+    def __init__(
+        self,
+        params: dict,
+        theta0: np.ndarray,
+        *,
+        alpha_shape: tuple,
+        p: float,
+        learn_alpha: bool,
+        sparse: bool,
+        log_sigma2_init: float,
+        backend: str,
+        dtype: Any,
+    ) -> None:
+        self.params = params
+        self.sparse = bool(sparse)
+        self.learn_alpha = bool(learn_alpha) or self.sparse
+        params["theta"] = place(theta0, backend, dtype)
+        if self.sparse:
+            params["log_sigma2"] = place(np.full(theta0.shape, log_sigma2_init), backend, dtype)
+            return
+        la0 = p_to_log_alpha(p)
+        if self.learn_alpha and la0 > K15_LOG_ALPHA_MAX:
+            raise ValueError(f"the K15 KL is valid for α ≤ 1 (p ≤ 0.5); got p = {p}")
+        la = place(np.full(alpha_shape, la0), backend, dtype)
+        if self.learn_alpha:
+            params["log_alpha"] = la
+        else:
+            self._fixed_log_alpha = la
+
+    @property
+    def log_alpha(self) -> Any:
+        """``log α`` of every weight's posterior (broadcastable to θ)."""
+        if self.sparse:
+            (_, la), _ = m17_variance_forward(self.params["theta"], self.params["log_sigma2"])
+            return la
+        return self.params["log_alpha"] if self.learn_alpha else self._fixed_log_alpha
+
+    def variance(self) -> tuple[Any, Any]:
+        """``(σ², map_cache)`` at the current parameters."""
+        theta = self.params["theta"]
+        if self.sparse:
+            (var, _), cache = m17_variance_forward(theta, self.params["log_sigma2"])
+            return var, cache
+        return k15_variance_forward(theta, self.log_alpha)
+
+    def backward(self, dw_mean: Any, dw_var: Any, map_cache: Any, grads: dict) -> None:
+        """Write ``grads`` for the posterior parameters from the op's ``dw_mean``/``dw_var``.
+
+        θ is the mean, so ``dθ = dw_mean`` plus, for K15 (σ² = αθ²), the path through σ².
+        """
+        if self.sparse:
+            _, grads["log_sigma2"] = m17_variance_backward(dw_var, None, map_cache)
+            grads["theta"] = dw_mean  # M17: σ² does not depend on θ
+            return
+        if map_cache.log_alpha_shape == tuple(dw_var.shape):  # per weight: one fused pass
+            dtheta, dla = rowwise(_k15_backward_plus_mean, dw_var, dw_mean, map_cache.theta,
+                                  map_cache.alpha, map_cache.var, out=2)
+        else:
+            dtheta, dla = k15_variance_backward(dw_var, map_cache)
+            dtheta += dw_mean
+        grads["theta"] = dtheta
+        if self.learn_alpha:
+            grads["log_alpha"] = dla
+
+    def zero_grads(self, grads: dict) -> None:
+        """Zero gradients for the variance parameters (a pass without noise)."""
+        for k in ("log_alpha", "log_sigma2"):
+            if k in self.params:
+                grads[k] = get_xp(self.params[k]).zeros_like(self.params[k])
+
+    def mean_weights(self) -> Any:
+        """θ, with weights of ``log α ≥ 3`` zeroed for sparse posteriors."""
+        theta = self.params["theta"]
+        if not self.sparse:
+            return theta
+        return theta * (self.log_alpha < SPARSE_LOG_ALPHA_THRESHOLD)
+
+    def _copies(self) -> int:
+        return self.params["theta"].size // self.params["log_alpha"].size
+
+    def kl(self) -> Any:
+        """``Σ_weights KL(α)`` (a shared α counts once per weight it covers)."""
+        if not self.learn_alpha:
+            return 0.0
+        if self.sparse:
+            return rowwise(lambda la: kl_m17(la).sum(), self.log_alpha)
+        return rowwise(lambda la: kl_k15(la).sum(), self.params["log_alpha"]) * self._copies()
+
+    def kl_backward(self, scale: float, grads: dict, map_cache: Any = None) -> None:
+        """Add ``scale · ∂KL/∂params`` into ``grads``.
+
+        ``map_cache`` (from this step's training forward) lets K15 reuse ``α = exp(log α)``:
+        like the data gradient, the KL gradient is then taken at the forward pass's parameters.
+        """
+        if not self.learn_alpha:
+            return
+        if self.sparse:
+            (_, la), cache = m17_variance_forward(self.params["theta"], self.params["log_sigma2"])
+            dtheta, dls2 = m17_variance_backward(None, scale * kl_m17_grad(la), cache)
+            grads["theta"] += dtheta
+            grads["log_sigma2"] += dls2
+            return
+        c = scale * self._copies()
+        la, g = self.params["log_alpha"], grads["log_alpha"]
+        alpha = None
+        if isinstance(map_cache, K15Cache) and map_cache.alpha.shape == la.shape:
+            alpha = map_cache.alpha  # exp(log α) of this step's forward pass
+
+        def add_kl_grad(la: Any, a: Any, g: Any, out: tuple | None = None) -> Any:
+            k = kl_k15_grad(la, a)
+            k *= c
+            return get_xp(g).add(g, k, out=None if out is None else out[0])
+
+        if la.ndim == 0:
+            grads["log_alpha"] = g + c * kl_k15_grad(la)
+        else:
+            grads["log_alpha"] = rowwise(add_kl_grad, la, alpha, g, out=(g,))
+
+    def project(self) -> None:
+        """Clip a learned K15 ``log α`` back to ``≤ 0`` (in place), after an optimiser step."""
+        if self.learn_alpha and not self.sparse:
+            la = self.params["log_alpha"]
+            get_xp(la).minimum(la, K15_LOG_ALPHA_MAX, out=la)
