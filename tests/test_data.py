@@ -168,6 +168,25 @@ def test_truncated_idx_is_refused_with_fix(cache, gz):
     assert "mnist.npz" not in listing(cache)
 
 
+def test_idx_bad_labels_and_counts_are_refused(cache):
+    files = write_idx_set(cache)
+    write_idx(files["t10k-labels-idx1-ubyte"], np.full(N_TEST, 10, np.uint8), 2049)
+    with pytest.raises(DataError, match="malformed") as err:
+        load_mnist()
+    assert f"rm {shlex.quote(str(cache))}/*-ubyte*" in str(err.value)
+    write_idx(files["t10k-labels-idx1-ubyte"], np.zeros(N_TEST + 1, np.uint8), 2049)
+    with pytest.raises(DataError, match="counts differ"):
+        load_mnist()
+    assert "mnist.npz" not in listing(cache)
+
+
+def test_truncated_system_fashion_file_names_reinstall(cache, tmp_path):
+    path = write_idx_set(tmp_path / "system")["train-labels-idx1-ubyte"]
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(DataError, match="apt-get install --reinstall dataset-fashion-mnist"):
+        load_fashion_mnist()
+
+
 def test_idx_wrong_magic_is_refused(cache):
     files = write_idx_set(cache)
     write_idx(files["train-labels-idx1-ubyte"], np.zeros(N_TRAIN, np.uint8), 2051)
