@@ -94,8 +94,9 @@ def main(argv=None):
         o, l = bench_shape(xp, m, d_in, d_out, pairs)
         t_op, t_layer = TARGETS[args.backend].get(m, (None, None))
         fmt = lambda t: f"≤{t:.2f}" if t else "  -"  # noqa: E731
-        print(f"{m:>5} {d_in:>5} {d_out:>5} | {o['floor_ms']:8.2f} | {o['ratio']:8.2f}x {fmt(t_op):>6} |"
-              f" {l['ratio']:5.2f}x {fmt(t_layer):>6} | {o['op_ms']:7.2f} {l['op_ms']:8.2f}")
+        print(f"{m:>5} {d_in:>5} {d_out:>5} | {o['floor_ms']:8.2f} | {o['ratio']:8.2f}x "
+              f"{fmt(t_op):>6} | {l['ratio']:5.2f}x {fmt(t_layer):>6} | {o['op_ms']:7.2f} "
+              f"{l['op_ms']:8.2f}")
 
 
 if __name__ == "__main__":

@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 
 from minivd import data
+from minivd.batches import iterate_minibatches
 from minivd.data import (
     DataError,
     data_dir,
-    iterate_minibatches,
     load_dataset,
     load_fashion_mnist,
     load_mnist,

@@ -1,4 +1,4 @@
-"""ReLU, cross-entropy, Bernoulli/Gaussian dropout and the posterior maps: gradients and input checks."""
+"""ReLU, cross-entropy, Bernoulli/Gaussian dropout, posterior maps: gradients, input checks."""
 
 import numpy as np
 import pytest
@@ -40,7 +40,8 @@ def test_cross_entropy_gradcheck(xp, n, k, seed):
     y = on(xp, r.integers(0, k, n), dtype=np.int64)
     errs = check_vjp(
         lambda z: softmax_cross_entropy_forward(z, y)[0],
-        lambda d, z: [softmax_cross_entropy_backward(float(d), softmax_cross_entropy_forward(z, y)[1])],
+        lambda d, z: [softmax_cross_entropy_backward(float(d),
+                                                     softmax_cross_entropy_forward(z, y)[1])],
         [z], seed=seed)
     assert errs[0] < TOL
 
@@ -67,7 +68,8 @@ def test_bernoulli_dropout_gradcheck_and_scaling(xp, shape, seed, p):
     expect = np.where(keep, np.asarray(x.get() if hasattr(x, "get") else x) / (1 - p), 0.0)
     assert np.allclose(out.get() if hasattr(out, "get") else out, expect)
     errs = check_vjp(lambda x: bernoulli_dropout_forward(x, p, u)[0],
-                     lambda d, x: [bernoulli_dropout_backward(on(xp, d), bernoulli_dropout_forward(x, p, u)[1])],
+                     lambda d, x: [bernoulli_dropout_backward(
+                         on(xp, d), bernoulli_dropout_forward(x, p, u)[1])],
                      [x], seed=seed)
     assert errs[0] < TOL
 
@@ -125,7 +127,8 @@ def test_k15_map_gradcheck(xp, per, shape, seed):
     var, _ = k15_variance_forward(theta, la)
     assert float(abs(var - xp.exp(la) * theta**2).max()) < 1e-12
     errs = check_vjp(lambda t, la: k15_variance_forward(t, la)[0],
-                     lambda d, t, la: k15_variance_backward(on(xp, d), k15_variance_forward(t, la)[1]),
+                     lambda d, t, la: k15_variance_backward(
+                         on(xp, d), k15_variance_forward(t, la)[1]),
                      [theta, la], seed=seed)
     assert max(errs) < TOL
 
@@ -138,7 +141,8 @@ def test_m17_map_gradcheck(xp, shape, seed):
     ls2 = on(xp, r.uniform(-6, 1, (d_in, d_out)))
 
     def vjp(douts, t, ls2):
-        return m17_variance_backward(on(xp, douts[0]), on(xp, douts[1]), m17_variance_forward(t, ls2)[1])
+        return m17_variance_backward(on(xp, douts[0]), on(xp, douts[1]),
+                                     m17_variance_forward(t, ls2)[1])
 
     errs = check_vjp(lambda t, ls2: m17_variance_forward(t, ls2)[0], vjp, [theta, ls2], seed=seed)
     assert max(errs) < TOL

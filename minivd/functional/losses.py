@@ -36,7 +36,8 @@ def softmax_cross_entropy_forward(logits: Any, labels: Any) -> tuple[Any, CECach
     xp = xp_of(logits=logits, labels=labels)
     check_float("logits", logits, 2)
     if not hasattr(labels, "dtype") or not np.issubdtype(labels.dtype, np.integer):
-        raise TypeError(f"labels must be an integer array, got {getattr(labels, 'dtype', type(labels))}")
+        got = getattr(labels, "dtype", type(labels))
+        raise TypeError(f"labels must be an integer array, got {got}")
     if labels.shape != (logits.shape[0],):
         raise ValueError(f"labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}")
     k = logits.shape[1]

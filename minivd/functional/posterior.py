@@ -44,7 +44,7 @@ class M17Cache(NamedTuple):
 
 def k15_variance_forward(theta: Any, log_alpha: Any) -> tuple[Any, K15Cache]:
     """``var = exp(log_alpha) * theta**2`` (``log_alpha`` broadcast to ``theta``)."""
-    xp = xp_of(theta=theta, log_alpha=log_alpha)
+    xp_of(theta=theta, log_alpha=log_alpha)
     check_float("theta", theta)
     check_float("log_alpha", log_alpha)
     check_same_dtype(theta=theta, log_alpha=log_alpha)

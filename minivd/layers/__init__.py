@@ -1,7 +1,7 @@
 """Thin stateful layers over :mod:`minivd.functional` (see :class:`Layer` for the protocol)."""
 
 from .base import Layer, p_to_log_alpha
-from .basic import Dense, Dropout, GaussianDropout, ReLU
+from .basic import Dense, Dropout, GaussianDropout, ReLU, Reshape
 from .variational_dense import SAMPLERS, VariationalDense
 from .weight_posterior import SPARSE_LOG_ALPHA_THRESHOLD, WeightPosterior
 
@@ -11,6 +11,7 @@ __all__ = [
     "ReLU",
     "Dropout",
     "GaussianDropout",
+    "Reshape",
     "VariationalDense",
     "SAMPLERS",
     "SPARSE_LOG_ALPHA_THRESHOLD",

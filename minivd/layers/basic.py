@@ -21,7 +21,7 @@ from ..functional import (
 from ..kl import K15_LOG_ALPHA_MAX, kl_k15, kl_k15_grad
 from .base import Layer, check_positive_int, init_generator, p_to_log_alpha, place
 
-__all__ = ["Dense", "ReLU", "Dropout", "GaussianDropout"]
+__all__ = ["Dense", "ReLU", "Dropout", "GaussianDropout", "Reshape"]
 
 
 class Dense(Layer):
@@ -188,3 +188,21 @@ class GaussianDropout(Layer):
         if self.learn_alpha:
             la = self.params["log_alpha"]
             get_xp(la).minimum(la, K15_LOG_ALPHA_MAX, out=la)
+
+
+class Reshape(Layer):
+    """Reshape each example: ``(N, ...) -> (N, *shape)`` (e.g. flat images to NCHW)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.shape = tuple(int(s) for s in shape)
+
+    def forward(self, x: Any, *, rng: Any = None, train: bool = True) -> Any:
+        if int(np.prod(x.shape[1:])) != int(np.prod(self.shape)):
+            raise ValueError(f"cannot reshape examples of shape {tuple(x.shape[1:])} to "
+                             f"{self.shape}")
+        self._cache = tuple(x.shape)
+        return x.reshape((x.shape[0],) + self.shape)
+
+    def backward(self, dout: Any) -> Any:
+        return dout.reshape(self._need_cache())

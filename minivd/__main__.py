@@ -1,0 +1,138 @@
+"""Command line: ``python -m minivd train [options]`` (``--help`` lists them)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .backend import BackendUnavailableError
+from .checkpoint import CheckpointError
+from .data import DataError
+from .model import METHODS, MODELS
+from .train import NonFiniteLossError, TrainConfig, Trainer, write_json
+
+
+def _positive_int(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
+    return v
+
+
+def _nonneg_float(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number ≥ 0, got {s}")
+    return v
+
+
+def _positive_float(s: str) -> float:
+    v = _nonneg_float(s)
+    if v == 0:
+        raise argparse.ArgumentTypeError("must be > 0")
+    return v
+
+
+def _nonneg_int(s: str) -> int:
+    return 0 if s.strip() == "0" else _positive_int(s)
+
+
+def parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    ap = argparse.ArgumentParser(prog="python -m minivd",
+                                 description="Variational dropout in NumPy/CuPy.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train a model and write a checkpoint, metrics and plots",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t.add_argument("--dataset", default=d.dataset, choices=["mnist", "fashion-mnist"])
+    t.add_argument("--data-file", type=Path, default=None,
+                   help="an .npz with x_train, y_train, x_valid, y_valid, x_test, y_test "
+                        "(uint8 images or floats in [0, 1]) instead of --dataset")
+    t.add_argument("--model", default=d.model, choices=MODELS)
+    t.add_argument("--width", type=_positive_int, default=d.width, help="hidden units (mlp)")
+    t.add_argument("--depth", type=_nonneg_int, default=d.depth, help="hidden layers (mlp)")
+    t.add_argument("--method", default=d.method, choices=METHODS)
+    t.add_argument("--epochs", type=_positive_int, default=d.epochs)
+    t.add_argument("--batch", type=_positive_int, default=d.batch)
+    t.add_argument("--lr", type=_positive_float, default=d.lr)
+    t.add_argument("--lr-schedule", default=d.lr_schedule, choices=["constant", "linear"])
+    t.add_argument("--lr-decay-start", type=_nonneg_float, default=d.lr_decay_start,
+                   help="epoch where the linear decay to 0 starts")
+    t.add_argument("--optimizer", default=d.optimizer, choices=["adam", "sgd"])
+    t.add_argument("--kl-delay", type=_nonneg_float, default=d.kl_delay,
+                   help="epochs with KL weight β = 0")
+    t.add_argument("--kl-warmup", type=_nonneg_float, default=d.kl_warmup,
+                   help="epochs over which β then rises linearly to 1")
+    t.add_argument("--polyak", type=_nonneg_float, default=d.polyak,
+                   help="decay of a parameter average used for evaluation (0: off)")
+    t.add_argument("--mc-samples", type=_nonneg_int, default=d.mc_samples,
+                   help="S stochastic passes for a final Monte-Carlo test evaluation (0: off)")
+    t.add_argument("--train-limit", type=_nonneg_int, default=d.train_limit,
+                   help="use only the first N training examples (0: all)")
+    t.add_argument("--backend", default=d.backend, choices=["numpy", "cupy"])
+    t.add_argument("--seed", type=_nonneg_int, default=d.seed)
+    t.add_argument("--out", type=Path, default=None,
+                   help="output folder (default runs/DATASET-MODEL-METHOD-sSEED)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
+    t.add_argument("--metrics", type=Path, default=None, help="(default OUT/metrics.json)")
+    return ap
+
+
+def _load_data(args: argparse.Namespace):  # noqa: ANN202
+    from .data import load_dataset, load_npz_dataset
+
+    if args.data_file is not None:
+        return load_npz_dataset(args.data_file)
+    return load_dataset(args.dataset)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    fields = TrainConfig.__dataclass_fields__
+    cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+    if args.data_file is not None:
+        cfg.dataset = f"file:{args.data_file.name}"
+    out = args.out or Path("runs") / f"{cfg.dataset}-{cfg.model}-{cfg.method}-s{cfg.seed}"
+    try:
+        cfg.check()
+        from .backend import resolve_backend
+
+        resolve_backend(cfg.backend)  # fail before loading data
+        data = _load_data(args)
+        trainer = Trainer(cfg, data, out)
+        if args.resume:
+            trainer.resume()
+        print(f"training {cfg.model} ({cfg.method}) on {cfg.dataset}: {trainer.n} examples, "
+              f"{trainer.steps_per_epoch} steps/epoch, backend {cfg.backend} → {out}",
+              flush=True)
+        trainer.fit()
+        metrics = trainer.final_metrics()
+    except (BackendUnavailableError, CheckpointError, DataError, NonFiniteLossError,
+            ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    from .plots import plot_curves, plot_log_alpha
+
+    metrics_path = args.metrics or out / "metrics.json"
+    write_json(metrics_path, metrics)
+    figs = [plot_curves(trainer.history, out / "curves.png"),
+            plot_log_alpha(trainer.model, out / "log_alpha.png")]
+    print(f"test error {100 * metrics['test_error']:.2f}% | valid error "
+          f"{100 * metrics['valid_error']:.2f}%"
+          + (f" | compression {metrics['compression']:.1f}x" if "compression" in metrics else ""))
+    print(f"wrote {trainer.checkpoint_path}, {metrics_path}, "
+          + ", ".join(str(f) for f in figs if f))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""Optimisers, learning-rate schedules and parameter averaging.
+
+Optimisers never live in a layer: :meth:`Adam.step` and :meth:`SGD.step` take
+``(name, param, grad)`` triples (``Sequential.parameters()`` yields them) and update each
+``param`` in place, keeping their state by name so it can be checkpointed. Large NumPy arrays
+are updated over cache-sized row blocks on all cores (:func:`minivd._rowwise.rowwise`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ._rowwise import rowwise
+from .backend import get_xp
+
+__all__ = ["Adam", "SGD", "constant_lr", "linear_decay_lr", "ParameterAverage"]
+
+Triple = tuple[str, Any, Any]
+
+
+def _check_lr(lr: float) -> float:
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"learning rate must be a positive finite number, got {lr!r}")
+    return float(lr)
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015) with bias correction.
+
+    Parameters
+    ----------
+    lr : float
+        Base step size (a schedule may override it per step).
+    betas : (float, float)
+        Decay rates of the first and second moment estimates.
+    eps : float
+        Added to ``sqrt(v̂)``.
+    """
+
+    def __init__(self, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        self.lr = _check_lr(lr)
+        self.b1, self.b2 = (float(b) for b in betas)
+        if not (0 <= self.b1 < 1 and 0 <= self.b2 < 1):
+            raise ValueError(f"betas must lie in [0, 1), got {betas}")
+        self.eps = float(eps)
+        self.t = 0
+        self.state: dict[str, dict[str, Any]] = {}
+
+    def step(self, triples: Iterable[Triple], lr: float | None = None) -> None:
+        """One update of every ``param`` from its ``grad`` (in place)."""
+        self.t += 1
+        lr = self.lr if lr is None else float(lr)
+        # bias corrections folded into the step size and eps:
+        # p -= lr · m̂ / (sqrt(v̂) + eps) = (lr·sqrt(1−b2ᵗ)/(1−b1ᵗ)) · m / (sqrt(v) + eps·sqrt(1−b2ᵗ))
+        c2 = math.sqrt(1.0 - self.b2**self.t)
+        step = lr * c2 / (1.0 - self.b1**self.t)
+        eps = self.eps * c2
+        b1, b2 = self.b1, self.b2
+
+        def update(p: Any, g: Any, m: Any, v: Any, out: tuple | None = None) -> None:
+            xp = get_xp(p, g)
+            m *= b1
+            m += (1 - b1) * g
+            v *= b2
+            g2 = xp.multiply(g, g)
+            g2 *= 1 - b2
+            v += g2
+            d = xp.sqrt(v, out=g2)
+            d += eps
+            xp.divide(m, d, out=d)
+            d *= step
+            p -= d
+
+        for name, p, g in triples:
+            if g is None:
+                continue
+            if g.shape != p.shape:
+                raise ValueError(f"gradient of {name} has shape {g.shape}, parameter {p.shape}")
+            st = self.state.get(name)
+            if st is None:
+                xp = get_xp(p)
+                st = self.state[name] = {"m": xp.zeros_like(p), "v": xp.zeros_like(p)}
+            if p.ndim == 0:
+                update(p, g, st["m"], st["v"])
+            else:
+                rowwise(update, p, g, st["m"], st["v"], out=())
+
+    def state_arrays(self) -> dict[str, Any]:
+        """Flat ``{key: array}`` of the optimiser state (for checkpoints)."""
+        out = {}
+        for name, st in self.state.items():
+            for k, a in st.items():
+                out[f"{name}/{k}"] = a
+        return out
+
+    def load_state_arrays(self, arrays: dict[str, Any], t: int) -> None:
+        state: dict[str, dict[str, Any]] = {}
+        for key, a in arrays.items():
+            name, k = key.rsplit("/", 1)
+            state.setdefault(name, {})[k] = a
+        self.state, self.t = state, int(t)
+
+
+class SGD:
+    """Stochastic gradient descent with (heavy-ball) momentum."""
+
+    def __init__(self, lr: float = 1e-2, momentum: float = 0.9) -> None:
+        self.lr = _check_lr(lr)
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum must lie in [0, 1), got {momentum}")
+        self.momentum = float(momentum)
+        self.t = 0
+        self.state: dict[str, dict[str, Any]] = {}
+
+    def step(self, triples: Iterable[Triple], lr: float | None = None) -> None:
+        self.t += 1
+        lr = self.lr if lr is None else float(lr)
+        for name, p, g in triples:
+            if g is None:
+                continue
+            st = self.state.setdefault(name, {"u": get_xp(p).zeros_like(p)})
+            u = st["u"]
+            u *= self.momentum
+            u += g
+            p -= lr * u
+
+    state_arrays = Adam.state_arrays
+    load_state_arrays = Adam.load_state_arrays
+
+
+def constant_lr(lr: float) -> Callable[[float], float]:
+    """Schedule ``epoch -> lr`` (``epoch`` fractional: step / steps per epoch)."""
+    lr = _check_lr(lr)
+    return lambda epoch: lr
+
+
+def linear_decay_lr(lr: float, total_epochs: float, start_epoch: float = 0.0
+                    ) -> Callable[[float], float]:
+    """Flat at ``lr`` until ``start_epoch``, then linear to 0 at ``total_epochs`` (M17)."""
+    lr = _check_lr(lr)
+    if not 0 <= start_epoch < total_epochs:
+        raise ValueError(f"need 0 ≤ start_epoch < total_epochs, got {start_epoch}, {total_epochs}")
+
+    def schedule(epoch: float) -> float:
+        if epoch <= start_epoch:
+            return lr
+        return lr * max(0.0, (total_epochs - epoch) / (total_epochs - start_epoch))
+
+    return schedule
+
+
+class ParameterAverage:
+    """Temporal (Polyak) averaging: an exponential moving average of the parameters.
+
+    ``update(triples)`` after each optimiser step; ``swap(model)`` exchanges the averaged and
+    the live values in place (call it twice to swap back), so evaluation can use the average.
+    """
+
+    def __init__(self, decay: float = 0.999) -> None:
+        if not 0 < decay < 1:
+            raise ValueError(f"decay must lie in (0, 1), got {decay}")
+        self.decay = float(decay)
+        self.avg: dict[str, Any] = {}
+
+    def update(self, triples: Iterable[Triple]) -> None:
+        d = self.decay
+        for name, p, _ in triples:
+            a = self.avg.get(name)
+            if a is None:
+                self.avg[name] = p.copy()
+            else:
+                a *= d
+                a += (1 - d) * p
+
+    def swap(self, triples: Iterable[Triple]) -> None:
+        for name, p, _ in triples:
+            a = self.avg.get(name)
+            if a is not None:
+                tmp = p.copy()
+                p[...] = a
+                a[...] = tmp

@@ -1,0 +1,286 @@
+"""The training loop: SGVB steps, per-epoch evaluation, progress, checkpoints and resume.
+
+Reproducibility: three generators, all from ``seed``: parameter initialisation (host), the
+minibatch order (host; its state at the start of each epoch is checkpointed, so a resumed run
+redraws the same permutation) and the noise (on the backend). On NumPy a resumed run ends
+bit-for-bit where an uninterrupted one does. CuPy's generator state cannot be saved: a run
+resumed on CuPy continues with a fresh noise stream (we say so when it happens).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from .backend import asarray, backend_name, resolve_backend, to_numpy
+from .batches import iterate_minibatches
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .evaluate import evaluate
+from .model import Sequential, build_model
+from .optim import SGD, Adam, ParameterAverage, constant_lr, linear_decay_lr
+from .random import make_rng
+
+__all__ = ["TrainConfig", "Trainer", "NonFiniteLossError"]
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the message names the step."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything that defines a run (stored in checkpoints and metrics)."""
+
+    dataset: str = "mnist"
+    model: str = "mlp"
+    width: int = 512
+    depth: int = 2
+    method: str = "vd-b"
+    epochs: int = 5
+    batch: int = 100
+    lr: float = 1e-3
+    lr_schedule: str = "constant"  # or "linear": flat to lr_decay_start, then linear to 0
+    lr_decay_start: float = 0.0
+    optimizer: str = "adam"
+    momentum: float = 0.9
+    kl_delay: float = 0.0  # epochs with β = 0 ...
+    kl_warmup: float = 0.0  # ... then β rises linearly to 1 over this many epochs
+    polyak: float = 0.0  # decay of the parameter average used for evaluation (0: off)
+    mc_samples: int = 0  # S for a final Monte-Carlo predictive evaluation (0: skip)
+    backend: str = "numpy"
+    seed: int = 0
+    train_limit: int = 0  # use only the first n training examples (0: all)
+
+    def check(self) -> TrainConfig:
+        for name in ("epochs", "batch"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        for name in ("kl_delay", "kl_warmup", "lr_decay_start", "train_limit", "mc_samples"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
+        if self.lr_schedule not in ("constant", "linear"):
+            raise ValueError(
+                f"lr_schedule must be 'constant' or 'linear', got {self.lr_schedule!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if not 0 <= self.polyak < 1:
+            raise ValueError(f"polyak must lie in [0, 1), got {self.polyak}")
+        return self
+
+    def beta(self, epoch: float) -> float:
+        """KL weight at fractional ``epoch``: 0 during the delay, then a linear warm-up to 1."""
+        if epoch < self.kl_delay:
+            return 0.0
+        if self.kl_warmup == 0:
+            return 1.0
+        return min(1.0, (epoch - self.kl_delay) / self.kl_warmup)
+
+
+# keys of the config that must match for --resume (the rest, e.g. epochs, may change)
+_RESUME_KEYS = ("dataset", "model", "width", "depth", "method", "batch", "seed", "train_limit")
+
+
+class Trainer:
+    """Trains one model on host arrays ``(x_train, y_train, x_valid, y_valid)``."""
+
+    def __init__(self, config: TrainConfig, data: Any, out_dir: str | Path,
+                 log: TextIO | None = None) -> None:
+        self.cfg = config.check()
+        self.xp = resolve_backend(config.backend)
+        x, y = data.x_train, data.y_train
+        if config.train_limit:
+            x, y = x[: config.train_limit], y[: config.train_limit]
+        self.x, self.y = x, y
+        self.data = data
+        self.n = len(x)
+        self.steps_per_epoch = math.ceil(self.n / config.batch)
+        self.out = Path(out_dir)
+        self.log = log if log is not None else sys.stdout
+        self.model: Sequential = build_model(
+            config.model, config.method, width=config.width, depth=config.depth,
+            in_features=x.shape[1], n_classes=int(max(data.y_train.max(), data.y_test.max())) + 1,
+            seed=config.seed, backend=config.backend)
+        self.opt = (Adam(config.lr) if config.optimizer == "adam"
+                    else SGD(config.lr, config.momentum))
+        self.schedule = (constant_lr(config.lr) if config.lr_schedule == "constant" else
+                         linear_decay_lr(config.lr, config.epochs, config.lr_decay_start))
+        self.avg = ParameterAverage(config.polyak) if config.polyak else None
+        self.shuffle_rng = np.random.default_rng([config.seed, 1])
+        self.noise_rng = make_rng(config.seed + 2, self.xp)
+        self.epoch, self.batch_index, self.step = 0, 0, 0
+        self.epoch_start_state = self.shuffle_rng.bit_generator.state
+        self.history: list[dict] = []
+        self._stop = False
+
+    # -- checkpoints ----------------------------------------------------------------------
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out / "checkpoint.npz"
+
+    def save(self) -> Path:
+        arrays = {f"param/{k}": v for k, v in self.model.state().items()}
+        arrays.update({f"opt/{k}": v for k, v in self.opt.state_arrays().items()})
+        if self.avg:
+            arrays.update({f"avg/{k}": v for k, v in self.avg.avg.items()})
+        noise_state = (self.noise_rng.bit_generator.state
+                       if backend_name(self.xp) == "numpy" else None)
+        meta = {"config": dataclasses.asdict(self.cfg), "epoch": self.epoch,
+                "batch_index": self.batch_index, "step": self.step, "opt_t": self.opt.t,
+                "epoch_start_state": self.epoch_start_state, "noise_state": noise_state,
+                "history": self.history}
+        save_checkpoint(self.checkpoint_path, arrays, meta)
+        return self.checkpoint_path
+
+    def resume(self) -> None:
+        arrays, meta = load_checkpoint(self.checkpoint_path)
+        old = meta["config"]
+        diff = {k: (old.get(k), getattr(self.cfg, k)) for k in _RESUME_KEYS
+                if old.get(k) != getattr(self.cfg, k)}
+        if diff:
+            raise CheckpointError(f"{self.checkpoint_path} was made with other settings "
+                                  f"(checkpoint vs now): {diff}")
+        groups: dict[str, dict[str, Any]] = {"param": {}, "opt": {}, "avg": {}}
+        for key, a in arrays.items():
+            g, name = key.split("/", 1)
+            groups.setdefault(g, {})[name] = asarray(a, self.xp)
+        try:
+            self.model.load_state(groups["param"])
+        except ValueError as exc:
+            raise CheckpointError(f"{self.checkpoint_path}: {exc}") from None
+        self.opt.load_state_arrays(groups["opt"], meta["opt_t"])
+        if self.avg:
+            self.avg.avg = groups["avg"]
+        self.epoch, self.batch_index, self.step = meta["epoch"], meta["batch_index"], meta["step"]
+        self.epoch_start_state = meta["epoch_start_state"]
+        self.history = meta["history"]
+        if meta["noise_state"] is not None and backend_name(self.xp) == "numpy":
+            self.noise_rng.bit_generator.state = meta["noise_state"]
+        else:
+            print("note: CuPy's generator state cannot be saved; the resumed run draws a fresh "
+                  "noise stream (not bit-for-bit)", file=self.log)
+        print(f"resumed from {self.checkpoint_path} at epoch {self.epoch + 1}, "
+              f"batch {self.batch_index}", file=self.log)
+
+    # -- training -------------------------------------------------------------------------
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        self._stop = True
+
+    def train_epoch(self) -> float:
+        """Train from the current position to the end of the epoch; seconds of steps only."""
+        cfg, nb = self.cfg, self.steps_per_epoch
+        # the epoch's order is redrawn from the state at its start, so a resumed run sees the
+        # same batches; the ones already done are skipped
+        self.shuffle_rng.bit_generator.state = self.epoch_start_state
+        batches = itertools.islice(
+            iterate_minibatches(self.x, self.y, cfg.batch, self.shuffle_rng, self.xp),
+            self.batch_index, None)
+        seconds, last_print, t_epoch = 0.0, time.perf_counter(), time.perf_counter()
+        ce_sum, ce_count = 0.0, 0
+        t0 = time.perf_counter()
+        for xb, yb in batches:
+            if self._stop:
+                raise KeyboardInterrupt
+            pos = self.epoch + self.batch_index / nb
+            beta = cfg.beta(pos)
+            ce, _ = self.model.loss_and_grads(xb, yb, rng=self.noise_rng, kl_scale=beta / self.n)
+            ce = float(ce)
+            if not math.isfinite(ce):
+                raise NonFiniteLossError(
+                    f"loss is {ce} at step {self.step + 1} (epoch {self.epoch + 1}, batch "
+                    f"{self.batch_index + 1}); parameters not updated, last good checkpoint "
+                    f"kept at {self.checkpoint_path}")
+            self.opt.step(self.model.parameters(), lr=self.schedule(pos))
+            self.model.project()
+            if self.avg:
+                self.avg.update(self.model.parameters())
+            self.step += 1
+            self.batch_index += 1
+            ce_sum, ce_count = ce_sum + ce, ce_count + 1
+            now = time.perf_counter()
+            seconds += now - t0
+            if now - last_print > 2.0 or self.batch_index == nb:
+                last_print = now
+                kl = float(self.model.kl())
+                rate = self.batch_index / max(now - t_epoch, 1e-9)
+                left = (nb - self.batch_index + (cfg.epochs - self.epoch - 1) * nb) / rate
+                print(f"epoch {self.epoch + 1}/{cfg.epochs} step {self.batch_index}/{nb} | "
+                      f"{rate:6.1f} steps/s | loss {ce + beta * kl / self.n:.4f} | "
+                      f"KL {kl:.4g} | β {beta:.2f} | ETA {left:5.0f} s", file=self.log,
+                      flush=True)
+            t0 = time.perf_counter()
+        self._epoch_ce = ce_sum / max(ce_count, 1)
+        return seconds
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray, **kw: Any) -> dict[str, float]:
+        """Evaluate with the averaged parameters when averaging is on."""
+        if self.avg:
+            self.avg.swap(self.model.parameters())
+        try:
+            return evaluate(self.model, x, y, xp=self.xp, **kw)
+        finally:
+            if self.avg:
+                self.avg.swap(self.model.parameters())
+
+    def fit(self) -> list[dict]:
+        """Train to ``cfg.epochs``; Ctrl-C saves a checkpoint and re-raises KeyboardInterrupt."""
+        old = signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            while self.epoch < self.cfg.epochs:
+                secs = self.train_epoch()
+                kl = float(self.model.kl())
+                valid = self.evaluate(self.data.x_valid, self.data.y_valid)["error"]
+                self.history.append({
+                    "epoch": self.epoch + 1, "seconds": secs, "train_ce": self._epoch_ce,
+                    "train_loss": self._epoch_ce + self.cfg.beta(self.epoch + 1) * kl / self.n,
+                    "kl": kl, "valid_error": valid})
+                print(f"epoch {self.epoch + 1}: valid error {100 * valid:.2f}% | "
+                      f"{secs:.1f} s of training steps", file=self.log, flush=True)
+                self.epoch, self.batch_index = self.epoch + 1, 0
+                self.epoch_start_state = self.shuffle_rng.bit_generator.state
+                self.save()
+        except KeyboardInterrupt:
+            path = self.save()
+            print(f"\ninterrupted: checkpoint saved to {path}; continue with --resume",
+                  file=self.log, flush=True)
+            raise
+        finally:
+            signal.signal(signal.SIGINT, old)
+        return self.history
+
+    def final_metrics(self) -> dict[str, Any]:
+        from .evaluate import sparsity_report
+
+        m: dict[str, Any] = {"config": dataclasses.asdict(self.cfg)}
+        m["valid_error"] = self.evaluate(self.data.x_valid, self.data.y_valid)["error"]
+        m["test_error"] = self.evaluate(self.data.x_test, self.data.y_test)["error"]
+        m["epoch_seconds"] = [h["seconds"] for h in self.history]
+        m["history"] = self.history
+        if self.cfg.method == "sparse-vd":
+            m.update(sparsity_report(self.model))
+        if self.cfg.mc_samples:
+            rng = make_rng(self.cfg.seed + 3, self.xp)
+            mc = self.evaluate(self.data.x_test, self.data.y_test, mode="mc",
+                               samples=self.cfg.mc_samples, rng=rng)
+            m["test_error_mc"], m["test_entropy_mc"] = mc["error"], mc["entropy"]
+        return m
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    """Atomic JSON write (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=lambda o: to_numpy(o).tolist()))
+    tmp.replace(path)

@@ -1,0 +1,97 @@
+"""``python -m minivd train``: arguments, errors, and an end-to-end run on a generated file."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from minivd.__main__ import main
+
+
+def blobs_file(path, seed=0):
+    """A small 10-class data set in the cache format (uint8 images of 784 pixels)."""
+    r = np.random.default_rng(seed)
+    protos = r.integers(0, 256, (10, 784))
+
+    def make(n):
+        y = r.integers(0, 10, n)
+        x = np.clip(protos[y] + r.normal(0, 60, (n, 784)), 0, 255).astype(np.uint8)
+        return x, y.astype(np.uint8)
+
+    (a, b), (c, d), (e, f) = make(300), make(100), make(100)
+    np.savez(path, x_train=a, y_train=b, x_valid=c, y_valid=d, x_test=e, y_test=f)
+    return path
+
+
+def test_help_lists_the_options():
+    out = subprocess.run([sys.executable, "-m", "minivd", "train", "--help"],
+                         capture_output=True, text=True, check=True).stdout
+    for opt in ("--dataset", "--model", "--width", "--depth", "--method", "--epochs", "--batch",
+                "--lr", "--backend", "--seed", "--out", "--resume", "--metrics"):
+        assert opt in out
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--method", "bayes"], "invalid choice: 'bayes' (choose from none, dropout"),
+    (["--model", "resnet"], "choose from mlp, lenet-300-100, lenet-5"),
+    (["--epochs", "-1"], "must be a positive integer"),
+    (["--batch", "0"], "must be a positive integer"),
+    (["--lr", "0"], "must be > 0"),
+    (["--epochs", "two"], "expected a positive integer"),
+])
+def test_bad_arguments_are_rejected(capsys, args, match):
+    with pytest.raises(SystemExit) as e:
+        main(["train", *args])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.replace("'", "").replace('"', "")
+    assert match.replace("'", "") in err
+
+
+def test_cupy_backend_without_gpu_gives_the_backend_error(capsys, tmp_path):
+    try:
+        from minivd.backend import resolve_backend
+
+        resolve_backend("cupy")
+        pytest.skip("a GPU is available here")
+    except Exception:
+        pass
+    rc = main(["train", "--backend", "cupy", "--out", str(tmp_path)])
+    assert rc == 1
+    assert "backend 'cupy'" in capsys.readouterr().err
+
+
+def test_end_to_end_run_and_resume(tmp_path, capsys):
+    f = blobs_file(tmp_path / "blobs.npz")
+    out = tmp_path / "run"
+    # 300 examples: the KL of 25k weights would swamp the data term, so β warms up slowly
+    args = ["train", "--data-file", str(f), "--width", "32", "--depth", "1", "--epochs", "2",
+            "--batch", "30", "--lr", "3e-3", "--method", "sparse-vd", "--kl-warmup", "20",
+            "--out", str(out), "--mc-samples", "3"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "steps/s" in printed and "ETA" in printed and "KL" in printed
+    m = json.loads((out / "metrics.json").read_text())
+    assert {"test_error", "valid_error", "epoch_seconds", "sparsity", "compression",
+            "test_error_mc", "test_entropy_mc"} <= set(m)
+    assert len(m["epoch_seconds"]) == 2 and 0 <= m["test_error"] <= 1
+    assert m["config"]["kl_warmup"] == 20
+    assert m["test_error"] < 0.5  # 10 well-separated blobs: far better than chance (0.9)
+    for png in ("curves.png", "log_alpha.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    # resume the finished run for one more epoch
+    args[args.index("--epochs") + 1] = "3"
+    assert main(args + ["--resume"]) == 0
+    assert len(json.loads((out / "metrics.json").read_text())["epoch_seconds"]) == 3
+
+
+def test_missing_data_file_is_a_clear_error(tmp_path, capsys):
+    rc = main(["train", "--data-file", str(tmp_path / "nope.npz"), "--out", str(tmp_path)])
+    assert rc == 1 and "nope.npz" in capsys.readouterr().err
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
+    f = blobs_file(tmp_path / "blobs.npz")
+    rc = main(["train", "--data-file", str(f), "--out", str(tmp_path / "r"), "--resume"])
+    assert rc == 1 and "no checkpoint" in capsys.readouterr().err
