@@ -12,6 +12,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ._cuda_kernels import kernel
 from ._rowwise import rowwise
 from .backend import get_xp
 
@@ -83,7 +84,10 @@ class Adam:
             if st is None:
                 xp = get_xp(p)
                 st = self.state[name] = {"m": xp.zeros_like(p), "v": xp.zeros_like(p)}
-            if p.ndim == 0:
+            fused = kernel("adam", p)
+            if fused is not None:  # CuPy: the whole update in one launch
+                fused(g, b1, b2, step, eps, p, st["m"], st["v"])
+            elif p.ndim == 0:
                 update(p, g, st["m"], st["v"])
             else:
                 rowwise(update, p, g, st["m"], st["v"], out=())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from .._cuda_kernels import kernel
 from ._checks import check_dense_args, check_shape
 
 __all__ = [
@@ -137,9 +138,13 @@ def lrt_dense_forward(
     x2 = x * x
     out = x @ w_mean  # gamma (without bias yet)
     s = x2 @ w_var  # delta
-    s += eps
-    xp.sqrt(s, out=s)
-    out += s * noise
+    fused = kernel("lrt_out", out)
+    if fused is not None:  # CuPy: s = sqrt(delta + eps), out = gamma + s·noise in one launch
+        fused(out, s, noise, eps, out, s)
+    else:
+        s += eps
+        xp.sqrt(s, out=s)
+        out += s * noise
     if b is not None:
         out += b
     return out, LRTDenseCache(x, x2, w_mean, w_var, noise, s, b is not None)
@@ -190,13 +195,19 @@ def lrt_dense_backward(dout: Any, cache: LRTDenseCache) -> LRTDenseGrads:
     """
     x, x2, w_mean, w_var, noise, s, has_bias = cache
     check_shape("dout", dout, s.shape, "(N, D_out)")
-    ddelta = dout * noise  # step 2
-    ddelta /= s
-    ddelta *= 0.5
-    dx = ddelta @ w_var.T  # step 3, variance path
-    dx *= x
-    dx *= 2.0
-    dx += dout @ w_mean.T  # step 3, mean path (step 1: dgamma = dout)
+    fused_ddelta, fused_dx = kernel("lrt_ddelta", dout), kernel("lrt_dx", dout)
+    if fused_ddelta is not None:  # CuPy: the same steps, one launch each
+        ddelta = fused_ddelta(dout, noise, s)  # step 2
+        dx = dout @ w_mean.T  # step 3 (step 1: dgamma = dout)
+        fused_dx(dx, x, ddelta @ w_var.T, dx)
+    else:
+        ddelta = dout * noise  # step 2
+        ddelta /= s
+        ddelta *= 0.5
+        dx = ddelta @ w_var.T  # step 3, variance path
+        dx *= x
+        dx *= 2.0
+        dx += dout @ w_mean.T  # step 3, mean path (step 1: dgamma = dout)
     dw_mean = x.T @ dout  # step 4
     dw_var = x2.T @ ddelta  # step 5
     db = dout.sum(axis=0) if has_bias else None  # step 6

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+from .._cuda_kernels import kernel
 from .._rowwise import rowwise
 from ..backend import get_xp
 from ._broadcast import sum_to_shape
@@ -49,7 +50,10 @@ def k15_variance_forward(theta: Any, log_alpha: Any) -> tuple[Any, K15Cache]:
     check_float("log_alpha", log_alpha)
     check_same_dtype(theta=theta, log_alpha=log_alpha)
     check_broadcasts_to("log_alpha", log_alpha, theta.shape, "theta")
-    if log_alpha.shape == theta.shape:  # per weight: fused over cache-sized row blocks
+    fused = kernel("k15_forward", theta)
+    if fused is not None:  # CuPy: one launch
+        alpha, var = fused(theta, log_alpha)
+    elif log_alpha.shape == theta.shape:  # per weight: fused over cache-sized row blocks
         alpha, var = rowwise(k15_forward_kernel, theta, log_alpha, out=2)
     else:
         alpha, var = k15_forward_kernel(theta, log_alpha)

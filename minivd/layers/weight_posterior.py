@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from .._cuda_kernels import kernel
 from .._rowwise import rowwise
 from ..backend import get_xp
 from ..functional import (
@@ -113,7 +114,10 @@ class WeightPosterior:
             _, grads["log_sigma2"] = m17_variance_backward(dw_var, None, map_cache)
             grads["theta"] = dw_mean  # M17: σ² does not depend on θ
             return
-        if map_cache.log_alpha_shape == tuple(dw_var.shape):  # per weight: one fused pass
+        fused = kernel("k15_backward_plus_mean", dw_var)
+        if fused is not None and map_cache.log_alpha_shape == tuple(dw_var.shape):
+            dtheta, dla = fused(dw_var, dw_mean, map_cache.theta, map_cache.alpha, map_cache.var)
+        elif map_cache.log_alpha_shape == tuple(dw_var.shape):  # per weight: one blocked pass
             dtheta, dla = rowwise(_k15_backward_plus_mean, dw_var, dw_mean, map_cache.theta,
                                   map_cache.alpha, map_cache.var, out=2)
         else:
@@ -172,7 +176,10 @@ class WeightPosterior:
             k *= c
             return get_xp(g).add(g, k, out=None if out is None else out[0])
 
-        if la.ndim == 0:
+        fused = kernel("k15_kl_grad_add", g)
+        if fused is not None:
+            fused(la, c, g)  # in place
+        elif la.ndim == 0:
             grads["log_alpha"] = g + c * kl_k15_grad(la)
         else:
             grads["log_alpha"] = rowwise(add_kl_grad, la, alpha, g, out=(g,))
