@@ -12,7 +12,7 @@ is seen, so importing minivd never imports CuPy.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 from .backend import is_cupy_array
@@ -54,7 +54,7 @@ _SPECS: dict[str, tuple[str, str, str]] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def _compile(name: str) -> Any:
     import cupy
 
