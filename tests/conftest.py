@@ -15,6 +15,9 @@ settings.register_profile(
     "ci", max_examples=25, deadline=None, derandomize=True, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
+# GPU runs: every finite-difference evaluation is a round of kernel launches, so fewer examples
+settings.register_profile("gpu", max_examples=4, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
