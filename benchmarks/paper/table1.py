@@ -1,0 +1,217 @@
+"""K15 Table 1: variance of the minibatch gradient under four estimators, and their speed.
+
+Train an MLP 784-W-W-W-10 with variational dropout B (α per weight) on MNIST; after each of
+``--epochs`` (e.g. 10 and 100) freeze it and, with every layer using one estimator (``lrt``,
+``per_example_weights``, ``shared_weights``, ``mean``), draw K independent minibatches of M
+examples (with replacement, fresh noise) and compute ∂(mean CE)/∂θ of the bottom and top
+weight matrices in the K15 parameterisation (σ² = αθ²: the noise reaches θ's gradient through
+γ and δ). The KL is deterministic and left out. Variance = the mean over the matrix's elements
+of the unbiased sample variance of the K estimates (not the spread around the noise-free
+gradient: the estimators' means differ from it).
+
+    python benchmarks/paper/table1.py --quick --json table1_quick.json
+    python benchmarks/paper/table1.py --width 1000 --epochs 10 100 --json table1.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from minivd import make_rng, resolve_backend, to_numpy
+from minivd.functional import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+from minivd.layers import VariationalDense
+from minivd.train import TrainConfig, Trainer
+
+ESTIMATORS = ("lrt", "per_example_weights", "shared_weights", "mean")
+PAPER = {  # K15 arXiv v1 Table 1 (PAPER.md §6)
+    "10": {"top": {"lrt": 7.8e3, "per_example_weights": 1.4e4, "shared_weights": 4.9e4,
+                   "mean": 2.8e3},
+           "bottom": {"lrt": 1.9e2, "per_example_weights": 4.3e2, "shared_weights": 8.5e2,
+                      "mean": 1.3e2}},
+    "100": {"top": {"lrt": 1.2e3, "per_example_weights": 2.6e3, "shared_weights": 4.3e3,
+                    "mean": 5.9e1},
+            "bottom": {"lrt": 1.1e2, "per_example_weights": 2.5e2, "shared_weights": 3.3e2,
+                       "mean": 9.0e0}},
+}
+PER_EXAMPLE_CHUNK = 50  # examples per pass for the per-example estimator (its noise is M·D_in·D_out)
+
+
+def set_sampler(model, sampler: str) -> list[VariationalDense]:
+    layers = [layer for layer in model.layers if isinstance(layer, VariationalDense)]
+    for layer in layers:
+        layer.sampler = sampler
+    return layers
+
+
+def minibatch_grads(model, xb, yb, rng, sampler: str, xp) -> list:
+    """∂(mean CE)/∂θ of every variational layer for one minibatch (data term only).
+
+    LRT and per-example samples are independent across examples, so for the per-example
+    estimator the minibatch is processed in chunks and the chunk gradients are weighted by
+    their share of the minibatch: the same estimate, without M·D_in·D_out noise in memory. One
+    shared weight sample covers the whole minibatch, so that estimator is never chunked.
+    """
+    layers = set_sampler(model, sampler)
+    m = len(xb)
+    step = PER_EXAMPLE_CHUNK if sampler == "per_example_weights" else m
+    total = None
+    for lo in range(0, m, step):
+        xc, yc = xb[lo:lo + step], yb[lo:lo + step]
+        logits = model.forward(xc, rng=rng, train=True)
+        _, cache = softmax_cross_entropy_forward(logits, yc)
+        model.backward(softmax_cross_entropy_backward(len(xc) / m, cache))
+        g = [layer.grads["theta"] for layer in layers]
+        total = g if total is None else [a + b for a, b in zip(total, g)]
+    return total
+
+
+def gradient_variance(model, x, y, sampler, k, m, seed, xp) -> dict[str, float]:
+    """Mean over elements of the unbiased variance of K minibatch gradients (bottom, top)."""
+    host = np.random.default_rng(seed)
+    rng = make_rng(seed + 1, xp)
+    sums, sumsq, shift = None, None, None
+    for _ in range(k):
+        idx = host.integers(0, len(x), m)
+        xb, yb = xp.asarray(x[idx]), xp.asarray(y[idx])
+        g = minibatch_grads(model, xb, yb, rng, sampler, xp)
+        g = [g[0].astype(xp.float64), g[-1].astype(xp.float64)]  # bottom, top
+        if shift is None:  # shifted sums: no cancellation in float64
+            shift = [a.copy() for a in g]
+            sums = [xp.zeros_like(a) for a in g]
+            sumsq = [xp.zeros_like(a) for a in g]
+        for i, a in enumerate(g):
+            d = a - shift[i]
+            sums[i] += d
+            sumsq[i] += d * d
+    out = {}
+    for name, s, q in zip(("bottom", "top"), sums, sumsq):
+        var = (q - s * s / k) / (k - 1)
+        out[name] = float(to_numpy(var.mean()))
+    return out
+
+
+def estimator_speed(model, x, y, batch, steps, xp) -> dict[str, float]:
+    """Seconds per epoch (len(x)/batch steps) of each estimator: forward, backward, KL
+    gradient, Adam; timed over ``steps`` steps and extrapolated."""
+    from minivd.optim import Adam
+
+    out = {}
+    rng = make_rng(0, xp)
+    for sampler in ESTIMATORS:
+        set_sampler(model, sampler)
+        opt, host = Adam(1e-9), np.random.default_rng(0)  # tiny lr: the net stays as it is
+        ts = []
+        for _ in range(steps + 1):
+            idx = host.integers(0, len(x), batch)
+            xb, yb = xp.asarray(x[idx]), xp.asarray(y[idx])
+            t0 = time.perf_counter()
+            model.loss_and_grads(xb, yb, rng=rng, kl_scale=1 / len(x))
+            opt.step(model.parameters())
+            if xp.__name__.startswith("cupy"):
+                xp.cuda.Stream.null.synchronize()
+            ts.append(time.perf_counter() - t0)
+        out[sampler] = float(np.median(ts[1:])) * (len(x) // batch)
+    set_sampler(model, "lrt")
+    return out
+
+
+def print_table(results: dict) -> None:
+    print(f"\n{'estimator':<22}" + "".join(
+        f"{f'{w} {e} ep':>22}" for e in results for w in ("top", "bottom")))
+    for est in ESTIMATORS:
+        row = f"{est:<22}"
+        for e, r in results.items():
+            for w in ("top", "bottom"):
+                paper = PAPER.get(e, {}).get(w, {}).get(est)
+                row += f"{r[w][est]:>11.3g} ({paper:.2g})" if paper else f"{r[w][est]:>22.3g}"
+        print(row)
+    print("(ours: variance of ∂(mean CE)/∂θ; the paper's, in parentheses where it has that "
+          "epoch, are of the N-scaled objective: multiply ours by N² = 2.5e9 to compare "
+          "magnitudes)")
+    for e, r in results.items():
+        for w in ("top", "bottom"):
+            v = r[w]
+            print(f"epoch {e} {w}: shared/LRT {v['shared_weights'] / v['lrt']:.2f}x, "
+                  f"per-example/LRT {v['per_example_weights'] / v['lrt']:.2f}x, "
+                  f"LRT/mean {v['lrt'] / v['mean']:.2f}x")
+
+
+def parse(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    ap.add_argument("--width", type=int, default=1000)
+    ap.add_argument("--epochs", type=int, nargs="+", default=[10, 100])
+    ap.add_argument("--k", type=int, default=100, help="minibatches per estimate (≥ 2)")
+    ap.add_argument("--m", type=int, default=1000, help="minibatch size of the estimates")
+    ap.add_argument("--train-limit", type=int, default=0, help="first N training examples")
+    ap.add_argument("--speed-steps", type=int, default=5, help="0 skips the speed table")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=Path("runs/table1"))
+    ap.add_argument("--quick", action="store_true",
+                    help="width 128, 10,000 examples, epochs 1 and 3, K = 100, M = 1000")
+    ap.add_argument("--data-file", type=Path, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.width, args.train_limit, args.epochs, args.k = 128, 10_000, [1, 3], 100
+    if args.k < 2 or args.m < 1 or args.width < 1 or min(args.epochs) < 1:
+        ap.error("need --k ≥ 2, --m ≥ 1, --width ≥ 1 and epochs ≥ 1")
+    args.epochs = sorted(set(args.epochs))
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse(argv)
+    xp = resolve_backend(args.backend)
+    if args.data_file:
+        from minivd.data import load_npz_dataset
+
+        data = load_npz_dataset(args.data_file)
+    else:
+        from minivd.data import load_mnist
+
+        data = load_mnist()
+    cfg = TrainConfig(dataset="mnist", model="mlp", width=args.width, depth=3, method="vd-b",
+                      epochs=args.epochs[0], backend=args.backend, seed=args.seed,
+                      train_limit=args.train_limit)
+    trainer = Trainer(cfg, data, args.out, log=io.StringIO())
+    x, y = trainer.x, trainer.y
+    results, t_start = {}, time.perf_counter()
+    for e in args.epochs:
+        trainer.cfg.epochs = e
+        trainer.fit()
+        print(f"trained to epoch {e} (valid error "
+              f"{100 * trainer.history[-1]['valid_error']:.2f}%), measuring...", flush=True)
+        results[str(e)] = {"top": {}, "bottom": {}}
+        for est in ESTIMATORS:
+            v = gradient_variance(trainer.model, x, y, est, args.k, args.m, args.seed + 7, xp)
+            for w in ("top", "bottom"):
+                results[str(e)][w][est] = v[w]
+        set_sampler(trainer.model, "lrt")
+    print_table(results)
+    report = {"epochs": results, "config": {k: (str(v) if isinstance(v, Path) else v)
+                                            for k, v in vars(args).items()},
+              "backend": args.backend, "seconds": time.perf_counter() - t_start}
+    if args.speed_steps:
+        report["seconds_per_epoch"] = estimator_speed(trainer.model, x, y, 100,
+                                                      args.speed_steps, xp)
+        print("seconds per epoch (batch 100; timed over "
+              f"{args.speed_steps} steps, extrapolated): " + ", ".join(
+                  f"{k} {v:.1f}" for k, v in report["seconds_per_epoch"].items()))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2))
+    print(f"total {report['seconds']:.0f} s on {args.backend} ({os.cpu_count()} CPUs)")
+    return report
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)

@@ -1,0 +1,51 @@
+"""The paper scripts: argument parsing and one tiny run on generated data (the real runs are
+`slow`)."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "paper"))
+import table1  # noqa: E402
+
+from .test_cli import blobs_file  # noqa: E402
+
+
+def test_table1_arguments():
+    a = table1.parse(["--quick"])
+    assert (a.width, a.train_limit, a.k, a.m) == (128, 10_000, 100, 1000)
+    assert table1.parse(["--epochs", "100", "10"]).epochs == [10, 100]
+    with pytest.raises(SystemExit):
+        table1.parse(["--k", "1"])
+
+
+def test_table1_tiny_run_writes_the_schema(tmp_path):
+    f = blobs_file(tmp_path / "blobs.npz")
+    out = tmp_path / "t1.json"
+    table1.main(["--data-file", str(f), "--width", "8", "--epochs", "1", "--k", "3", "--m", "60",
+                 "--speed-steps", "1", "--out", str(tmp_path / "run"), "--json", str(out)])
+    r = json.loads(out.read_text())
+    cell = r["epochs"]["1"]
+    for w in ("top", "bottom"):
+        assert set(cell[w]) == set(table1.ESTIMATORS)
+        assert all(v >= 0 for v in cell[w].values())
+        assert cell[w]["mean"] < cell[w]["shared_weights"]  # noise adds variance
+    assert set(r["seconds_per_epoch"]) == set(table1.ESTIMATORS)
+
+
+@pytest.mark.slow
+def test_table1_quick_shows_the_ordering(tmp_path):
+    from minivd.data import data_dir
+
+    if not (data_dir() / "mnist.npz").exists():
+        pytest.skip("MNIST is not cached (run python -m minivd train once)")
+    out = tmp_path / "q.json"
+    table1.main(["--quick", "--speed-steps", "0", "--out", str(tmp_path / "r"),
+                 "--json", str(out)])
+    r = json.loads(out.read_text())
+    for cell in r["epochs"].values():
+        for w in ("top", "bottom"):
+            v = cell[w]
+            assert v["shared_weights"] > v["per_example_weights"] > v["lrt"] > v["mean"], v
