@@ -41,7 +41,7 @@ PAPER = {  # K15 arXiv v1 Table 1 (PAPER.md §6)
             "bottom": {"lrt": 1.1e2, "per_example_weights": 2.5e2, "shared_weights": 3.3e2,
                        "mean": 9.0e0}},
 }
-PER_EXAMPLE_CHUNK = 50  # examples per pass for the per-example estimator (its noise is M·D_in·D_out)
+PER_EXAMPLE_CHUNK = 50  # examples per pass of the per-example estimator (noise: M·D_in·D_out)
 
 
 def set_sampler(model, sampler: str) -> list[VariationalDense]:
