@@ -233,8 +233,12 @@ class Trainer:
             if self.avg:
                 self.avg.swap(self.model.parameters())
 
-    def fit(self) -> list[dict]:
-        """Train to ``cfg.epochs``; Ctrl-C saves a checkpoint and re-raises KeyboardInterrupt."""
+    def fit(self, on_epoch: Any = None) -> list[dict]:
+        """Train to ``cfg.epochs``; Ctrl-C saves a checkpoint and re-raises KeyboardInterrupt.
+
+        ``on_epoch(trainer)``, if given, runs after each epoch's evaluation (e.g. to record
+        the test error at the best validation epoch, for early stopping).
+        """
         old = signal.signal(signal.SIGINT, self._on_sigint)
         try:
             while self.epoch < self.cfg.epochs:
@@ -248,6 +252,8 @@ class Trainer:
                 print(f"epoch {self.epoch + 1}: valid error {100 * valid:.2f}% | "
                       f"{secs:.1f} s of training steps", file=self.log, flush=True)
                 self.epoch, self.batch_index = self.epoch + 1, 0
+                if on_epoch is not None:
+                    on_epoch(self)
                 self.epoch_start_state = self.shuffle_rng.bit_generator.state
                 self.save()
         except KeyboardInterrupt:

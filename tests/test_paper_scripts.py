@@ -49,3 +49,22 @@ def test_table1_quick_shows_the_ordering(tmp_path):
         for w in ("top", "bottom"):
             v = cell[w]
             assert v["shared_weights"] > v["per_example_weights"] > v["lrt"] > v["mean"], v
+
+
+def test_mnist_figure_cells_are_stored_and_skipped(tmp_path):
+    import mnist_figure
+
+    f = blobs_file(tmp_path / "blobs.npz")
+    args = ["--methods", "vd-b", "none", "--widths", "8", "--epochs", "2", "--data-file", str(f),
+            "--results", str(tmp_path / "res")]
+    assert mnist_figure.main(args) == 0
+    cells = mnist_figure.load_cells(tmp_path / "res")
+    assert {c["method"] for c in cells} == {"vd-b", "none"}
+    for c in cells:
+        assert 1 <= c["best_epoch"] <= 2 and 0 <= c["test_error"] <= 1
+    assert (tmp_path / "res" / "mnist_figure.png").exists()
+    stamp = {p: p.stat().st_mtime_ns for p in (tmp_path / "res").glob("*.json")}
+    assert mnist_figure.main(args) == 0  # nothing left to run: files untouched
+    assert stamp == {p: p.stat().st_mtime_ns for p in (tmp_path / "res").glob("*.json")}
+    with pytest.raises(SystemExit):
+        mnist_figure.parse(["--methods", "bayes"])

@@ -1,0 +1,174 @@
+"""K15's MNIST figure: test error of seven methods against hidden-layer width (3 hidden layers).
+
+Every cell (method × width × seed) is trained by :class:`minivd.train.Trainer` and stored in
+its own JSON file under ``--results`` as soon as it finishes, so the grid can be filled over
+several runs and machines; cells already there are skipped. ``--jobs N`` runs N cells as
+parallel processes (on the GPU machine a small model leaves the GPU mostly idle).
+
+Recipe (documented; K15 gives Adam and early stopping, the rest is ours): Adam, batch 100,
+learning rate 1e-3 flat for the first half of ``--epochs`` then linear to 0, temporal
+(Polyak) averaging of the parameters with decay 0.999 for evaluation, dropout rates p = 0.2 on
+the input and 0.5 on hidden layers (initial p for the variational methods), and early
+stopping: the reported test error is the one at the epoch of lowest validation error.
+
+    python benchmarks/paper/mnist_figure.py --methods vd-b none --widths 100 250 --seeds 0 1 2
+    python benchmarks/paper/mnist_figure.py --plot-only
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+WIDTHS = (100, 250, 500, 750, 1000, 1250)
+METHODS = {  # our method name: the paper's label
+    "none": "No dropout", "dropout": "Binary dropout", "gaussian-a": "Gaussian dropout A",
+    "vd-a": "Variational dropout A", "vd-a2": "Variational dropout A2",
+    "gaussian-b": "Gaussian dropout B", "vd-b": "Variational dropout B",
+}
+PAPER = {  # test error (%) read off K15's figure (PAPER.md §6), by width
+    "none": (1.44, 1.30, 1.21, 1.18, 1.18, 1.18),
+    "dropout": (2.17, 1.39, 1.22, 1.10, 1.02, 1.06),
+    "gaussian-a": (2.40, 1.42, 1.18, 1.10, 1.03, 0.99),
+    "vd-a": (1.42, 1.26, 1.12, 1.06, 1.02, 1.00),
+    "vd-a2": (1.50, 1.21, 1.07, 0.95, 0.95, 0.93),
+    "gaussian-b": (2.01, 1.46, 1.27, 1.26, 1.19, 1.27),
+    "vd-b": (1.58, 1.37, 1.29, 1.22, 1.17, 1.21),
+}
+
+
+def cell_path(results: Path, method: str, width: int, seed: int, epochs: int) -> Path:
+    return results / f"{method}_w{width}_s{seed}_e{epochs}.json"
+
+
+def run_cell(method: str, width: int, seed: int, args: argparse.Namespace) -> dict:
+    """Train one cell with the recipe; return (and store) its record."""
+    from minivd.data import load_mnist, load_npz_dataset
+    from minivd.train import TrainConfig, Trainer, write_json
+
+    data = load_npz_dataset(args.data_file) if args.data_file else load_mnist()
+    cfg = TrainConfig(model="mlp", width=width, depth=3, method=method, epochs=args.epochs,
+                      batch=100, lr=1e-3, lr_schedule="linear",
+                      lr_decay_start=args.epochs / 2, polyak=0.999, backend=args.backend,
+                      seed=seed, train_limit=args.train_limit)
+    trainer = Trainer(cfg, data, args.results / "runs" / f"{method}_w{width}_s{seed}",
+                      log=io.StringIO())
+    best = {"valid_error": 2.0}
+
+    def on_epoch(t: Trainer) -> None:
+        v = t.history[-1]["valid_error"]
+        if v < best["valid_error"]:  # early stopping: remember the test error here
+            best.update(valid_error=v, epoch=t.epoch,
+                        test_error=t.evaluate(data.x_test, data.y_test)["error"])
+
+    t0 = time.time()
+    trainer.fit(on_epoch=on_epoch)
+    record = {"method": method, "width": width, "seed": seed, "epochs": args.epochs,
+              "test_error": best["test_error"], "best_epoch": best["epoch"],
+              "best_valid_error": best["valid_error"],
+              "final_test_error": trainer.evaluate(data.x_test, data.y_test)["error"],
+              "seconds": time.time() - t0, "backend": args.backend,
+              "host": platform.node(), "train_limit": args.train_limit,
+              "history": trainer.history}
+    write_json(cell_path(args.results, method, width, seed, args.epochs), record)
+    return record
+
+
+def load_cells(results: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(results.glob("*_w*_s*_e*.json"))]
+
+
+def plot(results: Path, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cells = load_cells(results)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, group in zip(axes, (("none", "dropout", "gaussian-a", "vd-a", "vd-a2"),
+                                ("none", "gaussian-b", "vd-b"))):
+        for i, m in enumerate(group):
+            color = f"C{i}"
+            ax.plot(WIDTHS, PAPER[m], "--", color=color, alpha=0.6)
+            ours = {}
+            for c in cells:
+                if c["method"] == m:
+                    ours.setdefault(c["width"], []).append(100 * c["test_error"])
+            if ours:
+                w = sorted(ours)
+                mean = [np.mean(ours[k]) for k in w]
+                spread = [np.std(ours[k]) for k in w]
+                ax.errorbar(w, mean, yerr=spread, fmt="o-", color=color, capsize=3,
+                            label=f"{METHODS[m]} (n={max(len(v) for v in ours.values())})")
+            else:
+                ax.plot([], [], "o-", color=color, label=f"{METHODS[m]} (not run)")
+        ax.set_xlabel("hidden units per layer (3 layers)")
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("test error (%)  — solid: ours (mean ± sd over seeds), dashed: K15")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def parse(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    ap.add_argument("--widths", nargs="+", type=int, default=list(WIDTHS))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0])
+    ap.add_argument("--epochs", type=int, default=100)
+    ap.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    ap.add_argument("--jobs", type=int, default=1, help="cells run as parallel processes")
+    ap.add_argument("--results", type=Path, default=Path("benchmarks/paper/results/mnist_figure"))
+    ap.add_argument("--plot", type=Path, default=None, help="(default RESULTS/mnist_figure.png)")
+    ap.add_argument("--plot-only", action="store_true")
+    ap.add_argument("--train-limit", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--data-file", type=Path, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.epochs < 1 or args.jobs < 1 or min(args.widths) < 1:
+        ap.error("need --epochs ≥ 1, --jobs ≥ 1 and widths ≥ 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    args.results.mkdir(parents=True, exist_ok=True)
+    todo = [(m, w, s) for m in args.methods for w in args.widths for s in args.seeds
+            if not cell_path(args.results, m, w, s, args.epochs).exists()]
+    if not args.plot_only:
+        print(f"{len(todo)} cells to run ({args.jobs} at a time) on {args.backend}", flush=True)
+        if args.jobs == 1:
+            for m, w, s in todo:
+                r = run_cell(m, w, s, args)
+                print(f"{m} w={w} seed={s}: test {100 * r['test_error']:.2f}% "
+                      f"(epoch {r['best_epoch']}), {r['seconds']:.0f} s", flush=True)
+        else:
+            base = [a for a in (argv if argv is not None else sys.argv[1:])]
+            procs: list[subprocess.Popen] = []
+            for m, w, s in todo:
+                while len(procs) >= args.jobs:
+                    procs = [p for p in procs if p.poll() is None]
+                    time.sleep(1)
+                cmd = [sys.executable, os.path.abspath(__file__), *base, "--jobs", "1",
+                       "--methods", m, "--widths", str(w), "--seeds", str(s)]
+                procs.append(subprocess.Popen(cmd))
+            if any(p.wait() for p in procs):
+                print("some cells failed", file=sys.stderr)
+                return 1
+    path = plot(args.results, args.plot or args.results / "mnist_figure.png")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
