@@ -68,3 +68,18 @@ def test_mnist_figure_cells_are_stored_and_skipped(tmp_path):
     assert stamp == {p: p.stat().st_mtime_ns for p in (tmp_path / "res").glob("*.json")}
     with pytest.raises(SystemExit):
         mnist_figure.parse(["--methods", "bayes"])
+
+
+def test_sparse_vd_tiny_run(tmp_path, capsys):
+    import sparse_vd
+
+    f = blobs_file(tmp_path / "blobs.npz")
+    args = ["--models", "lenet-300-100", "--epochs", "1", "--data-file", str(f),
+            "--results", str(tmp_path / "res")]
+    assert sparse_vd.main(args) == 0
+    out = capsys.readouterr().out
+    assert "compression" in out and "M17 68x" in out
+    (rec,) = [json.loads(p.read_text()) for p in (tmp_path / "res").glob("*.json")]
+    assert len(rec["sparsity"]) == 3 and rec["compression"] >= 1
+    with pytest.raises(SystemExit):
+        sparse_vd.parse(["--epochs", "0"])
