@@ -12,7 +12,7 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ._cuda_kernels import kernel
+from ._fused import kernel
 from ._rowwise import rowwise
 from .backend import get_xp
 

@@ -160,3 +160,26 @@ def test_backward_checks_dout_shape():
                                    np.zeros((2, 2)))
     with pytest.raises(ValueError, match="dout"):
         lrt_dense_backward(np.zeros((2, 3)), cache)
+
+
+def test_fused_numpy_steps_match_the_plain_path(monkeypatch):
+    """The blocked, threaded NumPy versions of the LRT elementwise steps against the plain
+    code, on arrays large enough to be split into blocks (float32, same rounding order up to
+    the sum of two products: 1e-6 relative)."""
+    from minivd import _fused
+
+    r = np.random.default_rng(0)
+    f32 = np.float32
+    n, d_in, d_out = 300, 500, 600
+    args = (r.standard_normal((n, d_in)).astype(f32), r.standard_normal((d_in, d_out)).astype(f32),
+            r.uniform(0, 1, (d_in, d_out)).astype(f32), r.standard_normal(d_out).astype(f32),
+            r.standard_normal((n, d_out)).astype(f32))
+    dout = r.standard_normal((n, d_out)).astype(f32)
+    res = {}
+    for fuse in (False, True):
+        monkeypatch.setattr(_fused, "FUSE", fuse)
+        out, cache = lrt_dense_forward(*args)
+        res[fuse] = [out, *lrt_dense_backward(dout, cache)]
+    for a, b in zip(res[False], res[True]):
+        assert a.dtype == b.dtype == f32
+        assert np.abs(a - b).max() <= 1e-6 * np.abs(a).max()

@@ -124,7 +124,7 @@ def test_layers_run_on_cupy_with_right_statistics(cp):
 
 def test_fused_kernels_match_the_plain_cupy_path(cp, monkeypatch):
     """Each fused CuPy kernel against the plain code it replaces, on the same CuPy inputs."""
-    from minivd import _cuda_kernels
+    from minivd import _fused
     from minivd.optim import Adam
 
     r = np.random.default_rng(3)
@@ -147,7 +147,7 @@ def test_fused_kernels_match_the_plain_cupy_path(cp, monkeypatch):
 
     results = {}
     for fuse in (False, True):
-        monkeypatch.setattr(_cuda_kernels, "FUSE", fuse)
+        monkeypatch.setattr(_fused, "FUSE", fuse)
         r2 = np.random.default_rng(5)
         results[fuse] = run()
     for a, b in zip(results[False], results[True]):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .._cuda_kernels import kernel
+from .._fused import kernel
 from ._checks import check_dense_args, check_shape
 
 __all__ = [
@@ -139,7 +139,7 @@ def lrt_dense_forward(
     out = x @ w_mean  # gamma (without bias yet)
     s = x2 @ w_var  # delta
     fused = kernel("lrt_out", out)
-    if fused is not None:  # CuPy: s = sqrt(delta + eps), out = gamma + s·noise in one launch
+    if fused is not None:  # s = sqrt(delta + eps), out = gamma + s·noise in one fused pass
         fused(out, s, noise, eps, out, s)
     else:
         s += eps
@@ -196,7 +196,7 @@ def lrt_dense_backward(dout: Any, cache: LRTDenseCache) -> LRTDenseGrads:
     x, x2, w_mean, w_var, noise, s, has_bias = cache
     check_shape("dout", dout, s.shape, "(N, D_out)")
     fused_ddelta, fused_dx = kernel("lrt_ddelta", dout), kernel("lrt_dx", dout)
-    if fused_ddelta is not None:  # CuPy: the same steps, one launch each
+    if fused_ddelta is not None:  # the same steps, one fused pass each
         ddelta = fused_ddelta(dout, noise, s)  # step 2
         dx = dout @ w_mean.T  # step 3 (step 1: dgamma = dout)
         fused_dx(dx, x, ddelta @ w_var.T, dx)

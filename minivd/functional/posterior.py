@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from .._cuda_kernels import kernel
+from .._fused import kernel
 from .._rowwise import rowwise
 from ..backend import get_xp
 from ._broadcast import sum_to_shape

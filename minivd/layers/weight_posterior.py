@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from .._cuda_kernels import kernel
+from .._fused import kernel
 from .._rowwise import rowwise
 from ..backend import get_xp
 from ..functional import (
