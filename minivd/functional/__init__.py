@@ -1,9 +1,24 @@
-"""Pure forward/backward pairs: ``out, cache = op_forward(...)``, ``grads = op_backward(dout, cache)``.
+"""Pure forward/backward pairs: ``out, cache = op_forward(...)``,
+``grads = op_backward(dout, cache)``.
 
 Noise is always an argument; nothing here draws random numbers or keeps state.
 """
 
 from .activations import relu_backward, relu_forward
+from .conv import (
+    ConvGrads,
+    LRTConvGrads,
+    conv2d_backward,
+    conv2d_forward,
+    lrt_conv2d_backward,
+    lrt_conv2d_forward,
+)
+from .conv_sampled import (
+    per_example_conv2d_backward,
+    per_example_conv2d_forward,
+    shared_weight_conv2d_backward,
+    shared_weight_conv2d_forward,
+)
 from .dense import (
     DenseGrads,
     LRTDenseGrads,
@@ -18,6 +33,12 @@ from .noise import (
     bernoulli_dropout_forward,
     gaussian_dropout_backward,
     gaussian_dropout_forward,
+)
+from .pooling import (
+    flatten_backward,
+    flatten_forward,
+    maxpool2d_backward,
+    maxpool2d_forward,
 )
 from .posterior import (
     k15_variance_backward,
@@ -55,4 +76,18 @@ __all__ = [
     "k15_variance_backward",
     "m17_variance_forward",
     "m17_variance_backward",
+    "ConvGrads",
+    "LRTConvGrads",
+    "conv2d_forward",
+    "conv2d_backward",
+    "lrt_conv2d_forward",
+    "lrt_conv2d_backward",
+    "shared_weight_conv2d_forward",
+    "shared_weight_conv2d_backward",
+    "per_example_conv2d_forward",
+    "per_example_conv2d_backward",
+    "maxpool2d_forward",
+    "maxpool2d_backward",
+    "flatten_forward",
+    "flatten_backward",
 ]

@@ -2,6 +2,7 @@
 
 from .base import Layer, p_to_log_alpha
 from .basic import Dense, Dropout, GaussianDropout, ReLU, Reshape
+from .conv import Conv2D, Flatten, MaxPool2D, VariationalConv2D
 from .variational_dense import SAMPLERS, VariationalDense
 from .weight_posterior import SPARSE_LOG_ALPHA_THRESHOLD, WeightPosterior
 
@@ -17,4 +18,8 @@ __all__ = [
     "SPARSE_LOG_ALPHA_THRESHOLD",
     "WeightPosterior",
     "p_to_log_alpha",
+    "Conv2D",
+    "VariationalConv2D",
+    "MaxPool2D",
+    "Flatten",
 ]
