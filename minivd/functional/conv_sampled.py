@@ -7,7 +7,8 @@
 * :func:`per_example_conv2d_forward`: a separate kernel ``W_n`` for every example
   (``noise (N, C_out, C_in, KH, KW)``). This is the exact model the conv LRT approximates:
   all outputs of one example in one channel share ``W_n`` and are correlated (most strongly
-  where patches overlap), which LRT's independent output noise drops (see :func:`~minivd.functional.lrt_conv2d_forward`).
+  where patches overlap), which LRT's independent output noise drops (see
+  :func:`~minivd.functional.lrt_conv2d_forward`).
 
 ``eps`` (1e-8) is added to the variance before the square root, as in the dense ops.
 """
