@@ -170,7 +170,8 @@ def lrt_conv2d_forward(
     covariance ``Σ_k σ²_k x_{p+k} x_{q+k}`` under kernel sampling (largest for overlapping
     patches, but not zero for disjoint ones: the same kernel entry ``k`` multiplies both),
     while here every output has its own independent noise. This is K15's conv LRT, as used
-    by M17 and later libraries; the exact per-example sampler is :func:`~minivd.functional.per_example_conv2d_forward`.
+    by M17 and later libraries; the exact per-example sampler is
+    :func:`~minivd.functional.per_example_conv2d_forward`.
 
     Parameters
     ----------

@@ -115,8 +115,9 @@ class VariationalConv2D(Layer):
         ``"lrt"``: noise of the output shape ``(N, C_out, H_out, W_out)``
         (:func:`~minivd.functional.lrt_conv2d_forward`: exact marginals, but the correlation
         between outputs of one example and channel, which share a kernel sample, is
-        dropped); ``"per_example_weights"``: a kernel per example, ``(N, C_out, C_in, KH, KW)`` (the exact model); ``"shared_weights"``: one
-        kernel for the minibatch; ``"mean"``: no noise. May be changed between passes.
+        dropped); ``"per_example_weights"``: a kernel per example,
+        ``(N, C_out, C_in, KH, KW)`` (the exact model); ``"shared_weights"``: one kernel for
+        the minibatch; ``"mean"``: no noise. May be changed between passes.
 
     Notes
     -----
