@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -26,7 +26,7 @@ from ..functional.pooling import pair
 from ..random import standard_normal
 from .base import Layer, check_positive_int, init_generator, place
 from .variational_dense import check_sampler
-from .weight_posterior import WeightPosterior
+from .weight_posterior import VariationalLayer, WeightPosterior
 
 __all__ = ["Conv2D", "VariationalConv2D", "MaxPool2D", "Flatten"]
 
@@ -37,12 +37,6 @@ _OPS = {
     "per_example_weights": (per_example_conv2d_forward, per_example_conv2d_backward,
                             lambda x, w, g: (x.shape[0],) + tuple(w.shape)),
 }
-
-
-class _Cache(NamedTuple):
-    sampler: str
-    op_cache: Any
-    map_cache: Any
 
 
 def _he_normal(seed: Any, shape: tuple) -> np.ndarray:
@@ -94,7 +88,7 @@ class Conv2D(Layer):
         return g.dx
 
 
-class VariationalConv2D(Layer):
+class VariationalConv2D(VariationalLayer):
     r"""Conv layer with a factorised Gaussian posterior over the kernel (type B).
 
     ``q(w) = N(θ, σ²)`` per kernel entry, with (K15) ``σ² = α θ²`` and learned ``log α``, or
@@ -126,6 +120,9 @@ class VariationalConv2D(Layer):
     ``log α ≥ 3``. Initial θ is He-normal with std ``sqrt(2 / (C_in·KH·KW))``.
     """
 
+    _OPS = _OPS
+    _MEAN_BACKWARD = staticmethod(conv2d_backward)
+
     def __init__(
         self, c_in: int, c_out: int, kernel_size: int | tuple[int, int], *, stride: int = 1,
         padding: int = 0, p: float = 0.5, learn_alpha: bool = True, alpha_per: str = "weight",
@@ -148,19 +145,6 @@ class VariationalConv2D(Layer):
         if bias:
             self.params["b"] = place(np.zeros(shape[0]), backend, dtype)
 
-    @property
-    def sparse(self) -> bool:
-        return self.posterior.sparse
-
-    @property
-    def log_alpha(self) -> Any:
-        """``log α`` of every kernel entry's posterior (broadcastable to θ)."""
-        return self.posterior.log_alpha
-
-    def mean_weights(self) -> Any:
-        """θ, with entries of ``log α ≥ 3`` zeroed for sparse layers."""
-        return self.posterior.mean_weights()
-
     def forward(self, x: Any, *, rng: Any = None, train: bool = True) -> Any:
         b, theta = self.params.get("b"), self.params["theta"]
         conv = (self.stride, self.padding)
@@ -170,7 +154,7 @@ class VariationalConv2D(Layer):
         sampler = check_sampler(self.sampler)
         if sampler == "mean":
             out, cache = conv2d_forward(x, theta, b, *conv)
-            self._cache = _Cache(sampler, cache, None)
+            self._remember(sampler, cache, None)
             return out
         fwd, _, noise_shape = _OPS[sampler]
         _, g = check_conv_args(x, theta, None, b, *conv)  # before drawing noise of x's dtype
@@ -178,31 +162,8 @@ class VariationalConv2D(Layer):
                                 noise_shape(x, theta, g), x.dtype)
         var, map_cache = self.posterior.variance()
         out, op_cache = fwd(x, theta, var, b, noise, *conv)
-        self._cache = _Cache(sampler, op_cache, map_cache)
+        self._remember(sampler, op_cache, map_cache)
         return out
-
-    def backward(self, dout: Any) -> Any:
-        sampler, op_cache, map_cache = self._need_cache()
-        if sampler == "mean":
-            g = conv2d_backward(dout, op_cache)
-            self.grads["theta"] = g.dw
-            self.posterior.zero_grads(self.grads)
-        else:
-            g = _OPS[sampler][1](dout, op_cache)
-            self.posterior.backward(g.dw_mean, g.dw_var, map_cache, self.grads)
-        if "b" in self.params:
-            self.grads["b"] = g.db
-        return g.dx
-
-    def kl(self) -> Any:
-        return self.posterior.kl()
-
-    def kl_backward(self, scale: float) -> None:
-        map_cache = self._cache.map_cache if self._cache is not None else None
-        self.posterior.kl_backward(scale, self.grads, map_cache)
-
-    def project(self) -> None:
-        self.posterior.project()
 
 
 class MaxPool2D(Layer):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -19,8 +19,8 @@ from ..functional import (
 )
 from ..functional._checks import check_float
 from ..random import standard_normal
-from .base import Layer, check_positive_int, init_generator
-from .weight_posterior import WeightPosterior
+from .base import check_positive_int, init_generator
+from .weight_posterior import VariationalLayer, WeightPosterior
 
 __all__ = ["VariationalDense", "SAMPLERS", "check_sampler"]
 
@@ -36,19 +36,13 @@ _OPS = {
 }
 
 
-class _Cache(NamedTuple):
-    sampler: str
-    op_cache: Any
-    map_cache: Any
-
-
 def check_sampler(sampler: str) -> str:
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
     return sampler
 
 
-class VariationalDense(Layer):
+class VariationalDense(VariationalLayer):
     r"""Dense layer with a factorised Gaussian posterior over the weights (type B).
 
     ``q(w_ij) = N(θ_ij, σ²_ij)`` with, by default (K15), ``σ² = α θ²`` and learned ``log α``
@@ -84,6 +78,9 @@ class VariationalDense(Layer):
     the KL's included, are taken at the parameters of that step's training forward pass.
     """
 
+    _OPS = _OPS
+    _MEAN_BACKWARD = staticmethod(dense_backward)
+
     def __init__(
         self,
         d_in: int,
@@ -114,19 +111,6 @@ class VariationalDense(Layer):
         if bias:
             self.params["b"] = self.params["theta"][0] * 0
 
-    @property
-    def sparse(self) -> bool:
-        return self.posterior.sparse
-
-    @property
-    def log_alpha(self) -> Any:
-        """``log α`` of every weight's posterior (broadcastable to θ)."""
-        return self.posterior.log_alpha
-
-    def mean_weights(self) -> Any:
-        """θ, with weights of ``log α ≥ 3`` zeroed for sparse layers."""
-        return self.posterior.mean_weights()
-
     def forward(self, x: Any, *, rng: Any = None, train: bool = True) -> Any:
         b = self.params.get("b")
         if not train:
@@ -135,7 +119,7 @@ class VariationalDense(Layer):
         sampler = check_sampler(self.sampler)
         if sampler == "mean":
             out, cache = dense_forward(x, self.params["theta"], b)
-            self._cache = _Cache(sampler, cache, None)
+            self._remember(sampler, cache, None)
             return out
         fwd, _, noise_shape = _OPS[sampler]
         d_in, d_out = self.params["theta"].shape
@@ -144,28 +128,5 @@ class VariationalDense(Layer):
                                 noise_shape(x.shape[0], d_in, d_out), x.dtype)
         var, map_cache = self.posterior.variance()
         out, op_cache = fwd(x, self.params["theta"], var, b, noise)
-        self._cache = _Cache(sampler, op_cache, map_cache)
+        self._remember(sampler, op_cache, map_cache)
         return out
-
-    def backward(self, dout: Any) -> Any:
-        sampler, op_cache, map_cache = self._need_cache()
-        if sampler == "mean":
-            g = dense_backward(dout, op_cache)
-            self.grads["theta"] = g.dw
-            self.posterior.zero_grads(self.grads)
-        else:
-            g = _OPS[sampler][1](dout, op_cache)
-            self.posterior.backward(g.dw_mean, g.dw_var, map_cache, self.grads)
-        if "b" in self.params:
-            self.grads["b"] = g.db
-        return g.dx
-
-    def kl(self) -> Any:
-        return self.posterior.kl()
-
-    def kl_backward(self, scale: float) -> None:
-        map_cache = self._cache.map_cache if self._cache is not None else None
-        self.posterior.kl_backward(scale, self.grads, map_cache)
-
-    def project(self) -> None:
-        self.posterior.project()

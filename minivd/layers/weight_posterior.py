@@ -8,7 +8,7 @@ dense and the conv layer differ only in the op they call and the shape of ``log 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -23,9 +23,9 @@ from ..functional import (
 )
 from ..functional.posterior import K15Cache, k15_backward_kernel
 from ..kl import K15_LOG_ALPHA_MAX, kl_k15, kl_k15_grad, kl_m17, kl_m17_grad
-from .base import p_to_log_alpha, place
+from .base import Layer, p_to_log_alpha, place
 
-__all__ = ["WeightPosterior", "SPARSE_LOG_ALPHA_THRESHOLD"]
+__all__ = ["WeightPosterior", "VariationalLayer", "SPARSE_LOG_ALPHA_THRESHOLD"]
 
 
 def _k15_backward_plus_mean(dvar: Any, dw_mean: Any, theta: Any, alpha: Any, var: Any,
@@ -189,3 +189,61 @@ class WeightPosterior:
         if self.learn_alpha and not self.sparse:
             la = self.params["log_alpha"]
             get_xp(la).minimum(la, K15_LOG_ALPHA_MAX, out=la)
+
+
+class _StepCache(NamedTuple):
+    sampler: str
+    op_cache: Any
+    map_cache: Any
+
+
+class VariationalLayer(Layer):
+    """What :class:`VariationalDense` and ``VariationalConv2D`` share: a
+    :class:`WeightPosterior` in ``self.posterior``, a sampler, and the backward, KL and
+    projection around it. Subclasses set ``_OPS`` (sampler name → ``(forward, backward,
+    noise_shape)`` of their functional ops) and ``_MEAN_BACKWARD`` (the plain op's backward,
+    for the ``"mean"`` sampler), and write ``forward``.
+    """
+
+    _OPS: dict = {}
+    _MEAN_BACKWARD: Any = None
+    posterior: WeightPosterior
+
+    @property
+    def sparse(self) -> bool:
+        return self.posterior.sparse
+
+    @property
+    def log_alpha(self) -> Any:
+        """``log α`` of every weight's posterior (broadcastable to θ)."""
+        return self.posterior.log_alpha
+
+    def mean_weights(self) -> Any:
+        """θ, with weights of ``log α ≥ 3`` zeroed for sparse layers."""
+        return self.posterior.mean_weights()
+
+    def _remember(self, sampler: str, op_cache: Any, map_cache: Any) -> None:
+        self._cache = _StepCache(sampler, op_cache, map_cache)
+
+    def backward(self, dout: Any) -> Any:
+        sampler, op_cache, map_cache = self._need_cache()
+        if sampler == "mean":
+            g = type(self)._MEAN_BACKWARD(dout, op_cache)
+            self.grads["theta"] = g.dw
+            self.posterior.zero_grads(self.grads)
+        else:
+            g = self._OPS[sampler][1](dout, op_cache)
+            self.posterior.backward(g.dw_mean, g.dw_var, map_cache, self.grads)
+        if "b" in self.params:
+            self.grads["b"] = g.db
+        return g.dx
+
+    def kl(self) -> Any:
+        return self.posterior.kl()
+
+    def kl_backward(self, scale: float) -> None:
+        map_cache = self._cache.map_cache if self._cache is not None else None
+        self.posterior.kl_backward(scale, self.grads, map_cache)
+
+    def project(self) -> None:
+        self.posterior.project()
