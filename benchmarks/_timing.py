@@ -39,3 +39,23 @@ def paired(op: Callable[[], Any], floor: Callable[[], Any], pairs: int, sync: Ca
         "op_ms": 1e3 * statistics.median(t_op),
         "floor_ms": 1e3 * statistics.median(t_floor),
     }
+
+
+def bench_parser(doc: str, default_pairs: int) -> Any:
+    """The arguments every speed benchmark takes: --backend, --pairs, --quick."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    ap.add_argument("--pairs", type=int, default=default_pairs)
+    ap.add_argument("--quick", action="store_true", help="the first shape only, 5 pairs")
+    return ap
+
+
+def device_name(xp: Any) -> str:
+    """The GPU's name on CuPy, the processor's on NumPy."""
+    import platform
+
+    if xp.__name__.split(".")[0] == "cupy":
+        return xp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    return platform.processor() or platform.machine()

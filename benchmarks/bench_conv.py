@@ -15,15 +15,13 @@ it) alternates with the floor; we report the median of the per-pair ratios.
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import paired, synchronizer  # noqa: E402
+from _timing import bench_parser, device_name, paired, synchronizer  # noqa: E402
 
 from minivd import make_rng, resolve_backend  # noqa: E402
 from minivd.functional import lrt_conv2d_backward, lrt_conv2d_forward  # noqa: E402
@@ -84,17 +82,11 @@ def bench_shape(xp, n, c_in, h, w, c_out, pairs):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
-    ap.add_argument("--pairs", type=int, default=11)
-    ap.add_argument("--quick", action="store_true", help="the first shape only, 5 pairs")
-    args = ap.parse_args(argv)
+    args = bench_parser(__doc__, 11).parse_args(argv)
     xp = resolve_backend(args.backend)
     shapes = SHAPES[:1] if args.quick else SHAPES
     pairs = 5 if args.quick else args.pairs
-    device = platform.processor() or platform.machine()
-    if args.backend == "cupy":
-        device = xp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    device = device_name(xp)
     t_op, t_layer = TARGETS[args.backend]
     print(f"bench_conv: backend={args.backend} device={device} cpus={os.cpu_count()} "
           f"pairs={pairs} (median of per-pair ratios; 3x3, padding 1, stride 1, float32)")

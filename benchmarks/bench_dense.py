@@ -14,15 +14,13 @@ is logged; its cost is printed separately, as a fraction of the floor.
 
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import paired, synchronizer  # noqa: E402
+from _timing import bench_parser, device_name, paired, synchronizer  # noqa: E402
 
 from minivd import make_rng, resolve_backend  # noqa: E402
 from minivd.functional import lrt_dense_backward, lrt_dense_forward  # noqa: E402
@@ -82,17 +80,11 @@ def bench_shape(xp, m, d_in, d_out, pairs):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
-    ap.add_argument("--pairs", type=int, default=21)
-    ap.add_argument("--quick", action="store_true", help="the first shape only, 5 pairs")
-    args = ap.parse_args(argv)
+    args = bench_parser(__doc__, 21).parse_args(argv)
     xp = resolve_backend(args.backend)
     shapes = SHAPES[:1] if args.quick else SHAPES
     pairs = 5 if args.quick else args.pairs
-    device = platform.processor() or platform.machine()
-    if args.backend == "cupy":
-        device = xp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    device = device_name(xp)
     print(f"bench_dense: backend={args.backend} device={device} cpus={os.cpu_count()} "
           f"pairs={pairs} (median of per-pair ratios)")
     print(f"{'M':>5} {'D_in':>5} {'D_out':>5} | {'floor ms':>8} | {'lrt_dense':>9} {'target':>6} |"

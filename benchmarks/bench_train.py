@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import synchronizer  # noqa: E402
+from _timing import device_name, synchronizer  # noqa: E402
 
 from minivd import make_rng, resolve_backend  # noqa: E402
 from minivd.model import build_mlp  # noqa: E402
@@ -104,9 +103,7 @@ def main(argv=None) -> None:
              "noise": timed(noise, args.steps, sync),
              "optimiser (Adam)": timed(adam, args.steps, sync)}
     parts["elementwise layer work"] = max(0.0, t_step - sum(parts.values()))
-    device = platform.processor() or platform.machine()
-    if args.backend == "cupy":
-        device = xp.cuda.runtime.getDeviceProperties(0)["name"].decode()
+    device = device_name(xp)
     n_params = sum(int(p.size) for _, p, _ in model.parameters())
     print(f"bench_train: MLP {'-'.join(map(str, WIDTHS))}, vd-b (α per weight), batch {BATCH}, "
           f"Adam, {n_params / 1e6:.2f} M parameters; {source}; backend={args.backend} "

@@ -28,3 +28,12 @@ def xp(request):
         return resolve_backend(request.param)
     except BackendUnavailableError as exc:
         pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="module")
+def cp():
+    """The CuPy module, for the parity tests (marked ``gpu``); skips without a device."""
+    try:
+        return resolve_backend("cupy")
+    except BackendUnavailableError as exc:
+        pytest.skip(str(exc))

@@ -13,16 +13,6 @@ RTOL = 1e-5  # float32: both sides round differently (cuBLAS vs OpenBLAS summati
 f32 = np.float32
 
 
-@pytest.fixture(scope="module")
-def cp():
-    from minivd.backend import BackendUnavailableError, resolve_backend
-
-    try:
-        return resolve_backend("cupy")
-    except BackendUnavailableError as exc:
-        pytest.skip(str(exc))
-
-
 def assert_close(a, b):
     if a is None:
         assert b is None

@@ -15,16 +15,6 @@ pytestmark = pytest.mark.gpu
 RTOL = 1e-5  # float32: both sides round differently (cuBLAS vs OpenBLAS summation order)
 
 
-@pytest.fixture(scope="module")
-def cp():
-    from minivd.backend import BackendUnavailableError, resolve_backend
-
-    try:
-        return resolve_backend("cupy")
-    except BackendUnavailableError as exc:
-        pytest.skip(str(exc))
-
-
 def both(cp, fn, *host_args):
     """Run ``fn`` on NumPy and on CuPy copies of the same float32 inputs; return both results."""
     a = fn(*host_args)
