@@ -196,6 +196,9 @@ def main(argv=None) -> dict:
             for w in ("top", "bottom"):
                 results[str(e)][w][est] = v[w]
         set_sampler(trainer.model, "lrt")
+        if args.json:  # after every measured epoch, so an interrupted run keeps what it has
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"epochs": results, "partial": True}, indent=2))
     print_table(results)
     report = {"epochs": results, "config": {k: (str(v) if isinstance(v, Path) else v)
                                             for k, v in vars(args).items()},
