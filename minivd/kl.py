@@ -91,18 +91,20 @@ def kl_k15_grad(log_alpha: Any, alpha: Any = None) -> Any:
     return rowwise(kl_k15_grad_kernel, log_alpha, alpha, out=1)
 
 
-def kl_k15_grad_kernel(log_alpha: Any, alpha: Any = None, out: tuple | None = None) -> Any:
-    """:func:`kl_k15_grad` elementwise on an array of rank ≥ 1, written into ``out`` if given."""
+def kl_k15_grad_kernel(log_alpha: Any, alpha: Any = None, out: tuple | None = None,
+                       scale: float = 1.0) -> Any:
+    """``scale ·`` :func:`kl_k15_grad` elementwise on an array of rank ≥ 1, written into
+    ``out`` if given (``scale`` is folded into the coefficients: no extra pass)."""
     xp = get_xp(log_alpha, alpha)
     a = xp.exp(xp.minimum(log_alpha, K15_LOG_ALPHA_MAX)) if alpha is None else alpha
-    c1, c2, c3 = K15_COEFFS
+    c1, c2, c3 = (scale * c for c in K15_COEFFS)
     g = xp.multiply(-3 * c3, a, out=None if out is None else out[0])
-    # step by step: g = −0.5 − a·(c1 + a·(2 c2 + 3 c3 a))
+    # step by step: g = scale · (−0.5 − a·(c1 + a·(2 c2 + 3 c3 a)))
     g -= 2 * c2
     g *= a
     g -= c1
     g *= a
-    g -= 0.5
+    g -= 0.5 * scale
     g[log_alpha > K15_LOG_ALPHA_MAX] = 0
     return g
 

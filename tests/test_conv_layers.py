@@ -17,7 +17,7 @@ from minivd.layers import (
     VariationalConv2D,
 )
 
-from .helpers import TOL, check_layer, on
+from .helpers import TOL, away_from_zero, check_layer, on
 from .strategies import seeds
 
 SCALES = st.one_of(st.just(0.0), st.floats(0.1, 2.0))  # as in test_layers.py
@@ -60,6 +60,8 @@ def test_variational_conv_layer(xp, sampler, param, case, seed, scale):
     layer = VariationalConv2D(c, o, k, stride=stride, padding=padding, p=0.4, sampler=sampler,
                               seed=seed, backend=xp.__name__, dtype="float64", **kw)
     theta_shape = layer.params["theta"].shape
+    # θ off 0: sqrt(αθ² + 1e-8) in the weight samplers bends at |θ| ~ 1e-4 (see test_layers)
+    layer.params["theta"][...] = on(xp, away_from_zero(r, theta_shape))
     if "log_alpha" in layer.params:  # spread log α, at least 0.1 below the K15 bound
         layer.params["log_alpha"][...] = on(xp, r.uniform(-3, -0.1, layer.log_alpha.shape))
     if "log_sigma2" in layer.params:

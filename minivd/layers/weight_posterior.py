@@ -22,7 +22,14 @@ from ..functional import (
     m17_variance_forward,
 )
 from ..functional.posterior import K15Cache, k15_backward_kernel
-from ..kl import K15_LOG_ALPHA_MAX, kl_k15, kl_k15_grad, kl_m17, kl_m17_grad
+from ..kl import (
+    K15_LOG_ALPHA_MAX,
+    kl_k15,
+    kl_k15_grad,
+    kl_k15_grad_kernel,
+    kl_m17,
+    kl_m17_grad,
+)
 from .base import Layer, p_to_log_alpha, place
 
 __all__ = ["WeightPosterior", "VariationalLayer", "SPARSE_LOG_ALPHA_THRESHOLD"]
@@ -172,8 +179,7 @@ class WeightPosterior:
             alpha = map_cache.alpha  # exp(log α) of this step's forward pass
 
         def add_kl_grad(la: Any, a: Any, g: Any, out: tuple | None = None) -> Any:
-            k = kl_k15_grad(la, a)
-            k *= c
+            k = kl_k15_grad_kernel(la, a, scale=c)
             return get_xp(g).add(g, k, out=None if out is None else out[0])
 
         fused = kernel("k15_kl_grad_add", g)
