@@ -25,7 +25,6 @@ from ..functional.posterior import K15Cache, k15_backward_kernel
 from ..kl import (
     K15_LOG_ALPHA_MAX,
     kl_k15,
-    kl_k15_grad,
     kl_k15_grad_kernel,
     kl_m17,
     kl_m17_grad,
@@ -185,10 +184,8 @@ class WeightPosterior:
         fused = kernel("k15_kl_grad_add", g)
         if fused is not None:
             fused(la, c, g)  # in place
-        elif la.ndim == 0:
-            grads["log_alpha"] = g + c * kl_k15_grad(la)
         else:
-            grads["log_alpha"] = rowwise(add_kl_grad, la, alpha, g, out=(g,))
+            rowwise(add_kl_grad, la, alpha, g, out=(g,))  # in place
 
     def project(self) -> None:
         """Clip a learned K15 ``log α`` back to ``≤ 0`` (in place), after an optimiser step."""
