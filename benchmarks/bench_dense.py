@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sys
 
+import minivd  # noqa: F401  # isort: skip  (before NumPy: minivd/__init__ explains)
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

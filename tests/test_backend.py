@@ -21,6 +21,24 @@ def test_import_does_not_import_cupy():
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.parametrize("first, env, expected", [
+    ("minivd", None, "4"),  # imported before NumPy: OpenBLAS's idle threads sleep at once
+    ("minivd", "28", "28"),  # the user's own setting wins
+    ("numpy", None, "None"),  # NumPy (so OpenBLAS) already loaded: minivd leaves it alone
+])
+def test_openblas_thread_timeout_default(first, env, expected):
+    import os
+
+    code = (f"import os, {first}, minivd; "
+            "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'))")
+    environ = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
+    if env is not None:
+        environ["OPENBLAS_THREAD_TIMEOUT"] = env
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=environ)
+    assert out.stdout.strip() == expected
+
+
 def test_get_xp_numpy_and_ignores_none():
     assert get_xp(np.zeros(2), None, 1.0) is np
     assert get_xp() is np

@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+import minivd  # noqa: F401  # isort: skip  (before NumPy: minivd/__init__ explains)
 import numpy as np
 
 WIDTHS = (100, 250, 500, 750, 1000, 1250)

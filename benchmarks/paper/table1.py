@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import minivd  # noqa: F401  # isort: skip  (before NumPy: minivd/__init__ explains)
 import numpy as np
 
 from minivd import make_rng, resolve_backend, to_numpy
