@@ -52,6 +52,12 @@ class Sequential:
             dout = layer.backward(dout)
         return dout
 
+    def backward_with_kl(self, dout: Any, scale: float) -> Any:
+        """:meth:`backward` then :meth:`kl_backward` (``scale = β/N``), fused per layer."""
+        for layer in reversed(self.layers):
+            dout = layer.backward_with_kl(dout, scale * self.kl_factor)
+        return dout
+
     def kl(self) -> Any:
         """``kl_factor · Σ_layers KL`` (summed over every noise variable, not averaged)."""
         return sum((layer.kl() for layer in self.layers), 0.0) * self.kl_factor
@@ -111,8 +117,7 @@ class Sequential:
         """
         logits = self.forward(x, rng=rng, train=True)
         ce, cache = softmax_cross_entropy_forward(logits, y)
-        self.backward(softmax_cross_entropy_backward(1.0, cache))
-        self.kl_backward(kl_scale)
+        self.backward_with_kl(softmax_cross_entropy_backward(1.0, cache), kl_scale)
         return ce, logits
 
     def predict_logits(self, x: Any, *, rng: Any = None, train: bool = False) -> Any:

@@ -22,8 +22,9 @@ def away_from_zero(rng, shape, margin=0.1):
     return np.sign(z) * (np.abs(z) + margin)
 
 
-def check_layer(layer, x, *, seed=0, scale=0.0, dout_seed=1):
-    """Finite-difference check of ``layer.backward`` + ``layer.kl_backward(scale)``.
+def check_layer(layer, x, *, seed=0, scale=0.0, dout_seed=1, fused=False):
+    """Finite-difference check of ``layer.backward`` + ``layer.kl_backward(scale)`` (or, with
+    ``fused``, of ``layer.backward_with_kl(dout, scale)``, the path models train with).
 
     The noise is fixed by drawing it from ``make_rng(seed)`` in every evaluation. Returns
     ``{name: rel_error}`` for ``x`` and every parameter.
@@ -44,8 +45,11 @@ def check_layer(layer, x, *, seed=0, scale=0.0, dout_seed=1):
     def vjp(douts, x_, *ps):
         dout, dkl = douts
         run(x_, ps)
-        dx = layer.backward(on(xp, dout))
-        layer.kl_backward(scale * float(dkl))
+        if fused:
+            dx = layer.backward_with_kl(on(xp, dout), scale * float(dkl))
+        else:
+            dx = layer.backward(on(xp, dout))
+            layer.kl_backward(scale * float(dkl))
         return [dx] + [layer.grads[n] for n in names]
 
     params = [layer.params[n].copy() for n in names]

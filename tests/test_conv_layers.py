@@ -51,8 +51,8 @@ def test_conv2d_maxpool_flatten_layers(xp, case, seed, bias):
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
 @pytest.mark.parametrize("param", ["weight", "channel", "layer", "sparse", "fixed"])
-@given(case=layer_cases(), seed=seeds, scale=SCALES)
-def test_variational_conv_layer(xp, sampler, param, case, seed, scale):
+@given(case=layer_cases(), seed=seeds, scale=SCALES, fused=st.booleans())
+def test_variational_conv_layer(xp, sampler, param, case, seed, scale, fused):
     n, c, o, h, w, k, stride, padding = case
     r = np.random.default_rng(seed)
     kw = dict(sparse=True) if param == "sparse" else (
@@ -67,7 +67,7 @@ def test_variational_conv_layer(xp, sampler, param, case, seed, scale):
     if "log_sigma2" in layer.params:
         layer.params["log_sigma2"][...] = on(xp, r.uniform(-4, 0, theta_shape))
     x = on(xp, r.standard_normal((n, c, h, w)))
-    errs = check_layer(layer, x, seed=seed, scale=scale)
+    errs = check_layer(layer, x, seed=seed, scale=scale, fused=fused)
     assert max(errs.values()) < TOL, errs
 
 

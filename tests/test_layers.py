@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minivd import make_rng
+from minivd import make_rng, to_numpy
 from minivd.layers import SAMPLERS, Dense, Dropout, GaussianDropout, ReLU, VariationalDense
 
 from .helpers import TOL, away_from_zero, check_layer, on
@@ -46,8 +46,8 @@ def test_gaussian_dropout_layer(xp, alpha_per, conv_input, n, d, seed, scale):
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
 @pytest.mark.parametrize("param", ["weight", "unit", "layer", "sparse", "fixed"])
-@given(shape=dense_shapes, seed=seeds, scale=SCALES)
-def test_variational_dense_layer(xp, sampler, param, shape, seed, scale):
+@given(shape=dense_shapes, seed=seeds, scale=SCALES, fused=st.booleans())
+def test_variational_dense_layer(xp, sampler, param, shape, seed, scale, fused):
     n, d_in, d_out = shape
     r = np.random.default_rng(seed)
     kw = dict(sparse=True) if param == "sparse" else (
@@ -62,8 +62,42 @@ def test_variational_dense_layer(xp, sampler, param, shape, seed, scale):
     if "log_sigma2" in layer.params:
         layer.params["log_sigma2"][...] = on(xp, r.uniform(-4, 0, (d_in, d_out)))
     x = on(xp, r.standard_normal((n, d_in)))
-    errs = check_layer(layer, x, seed=seed, scale=scale)
+    errs = check_layer(layer, x, seed=seed, scale=scale, fused=fused)
     assert max(errs.values()) < TOL, errs
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+@pytest.mark.parametrize("param", ["weight", "unit", "sparse", "fixed"])
+def test_backward_with_kl_equals_backward_then_kl_backward(xp, sampler, param):
+    """The fused step (what models train with) gives the same gradients as the two calls, on
+    arrays big enough for the blocked, threaded pass (``log α`` above the bound included)."""
+    from minivd.layers import VariationalConv2D
+
+    kw = dict(sparse=True) if param == "sparse" else (
+        dict(learn_alpha=False) if param == "fixed" else dict(alpha_per=param))
+    conv_kw = kw | {"alpha_per": "channel"} if param == "unit" else kw
+    r = np.random.default_rng(0)
+    be = xp.__name__
+    for layer, x_shape in ((VariationalDense(600, 300, sampler=sampler, backend=be, **kw),
+                            (7, 600)),
+                           (VariationalConv2D(40, 64, 3, sampler=sampler, backend=be, **conv_kw),
+                            (2, 40, 6, 5))):
+        if "log_alpha" in layer.params:
+            la = r.uniform(-4, 0.5, layer.params["log_alpha"].shape)  # some above the bound
+            layer.params["log_alpha"][...] = on(xp, la, "float32")
+        x, grads = on(xp, r.standard_normal(x_shape), "float32"), []
+        for fused in (False, True):
+            out = layer.forward(x, rng=make_rng(3, be))
+            dout = on(xp, np.random.default_rng(4).standard_normal(out.shape), "float32")
+            if fused:
+                dx = layer.backward_with_kl(dout, 0.37)
+            else:
+                dx = layer.backward(dout)
+                layer.kl_backward(0.37)
+            grads.append({"x": dx} | {k: v.copy() for k, v in layer.grads.items()})
+        assert grads[0].keys() == grads[1].keys()
+        for k in grads[0]:
+            np.testing.assert_array_equal(to_numpy(grads[0][k]), to_numpy(grads[1][k]), k)
 
 
 def test_kl_counts(xp):

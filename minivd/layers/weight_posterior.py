@@ -111,11 +111,24 @@ class WeightPosterior:
             return var, cache
         return k15_variance_forward(theta, self.log_alpha)
 
-    def backward(self, dw_mean: Any, dw_var: Any, map_cache: Any, grads: dict) -> None:
+    def backward(self, dw_mean: Any, dw_var: Any, map_cache: Any, grads: dict,
+                 kl_scale: float | None = None) -> None:
         """Write ``grads`` for the posterior parameters from the op's ``dw_mean``/``dw_var``.
 
         θ is the mean, so ``dθ = dw_mean`` plus, for K15 (σ² = αθ²), the path through σ².
+        With ``kl_scale``, ``kl_scale · ∂KL/∂params`` is added too (what :meth:`kl_backward`
+        adds): for a learned per-weight K15 ``log α`` on NumPy in the same blocked pass, which
+        overwrites ``dw_mean`` and ``dw_var`` with the results (the op made them for us).
         """
+        if kl_scale is not None:
+            if (self.learn_alpha and not self.sparse and isinstance(map_cache, K15Cache)
+                    and isinstance(dw_var, np.ndarray)
+                    and map_cache.log_alpha_shape == tuple(dw_var.shape)):
+                self._k15_backward_with_kl(dw_mean, dw_var, map_cache, grads, kl_scale)
+            else:
+                self.backward(dw_mean, dw_var, map_cache, grads)
+                self.kl_backward(kl_scale, grads, map_cache)
+            return
         if self.sparse:
             _, grads["log_sigma2"] = m17_variance_backward(dw_var, None, map_cache)
             grads["theta"] = dw_mean  # M17: σ² does not depend on θ
@@ -132,6 +145,27 @@ class WeightPosterior:
         grads["theta"] = dtheta
         if self.learn_alpha:
             grads["log_alpha"] = dla
+
+    def _k15_backward_with_kl(self, dw_mean: Any, dw_var: Any, cache: K15Cache, grads: dict,
+                              scale: float) -> None:
+        """:meth:`backward` then :meth:`kl_backward` (per-weight K15, NumPy) in one blocked
+        pass over the weights, in place: ``dw_mean`` becomes ``dθ``, ``dw_var`` ``d log α``.
+        The same operations in the same order as the two separate calls, so the same bits."""
+        c = scale * self._copies()
+
+        def fn(dm: Any, dv: Any, theta: Any, alpha: Any, var: Any, la: Any,
+               out: tuple | None = None) -> tuple[Any, Any]:
+            t = np.multiply(dv, theta)  # K15 backward step 1: dθ = dvar·2αθ + dw_mean
+            t *= alpha
+            t *= 2
+            dm += t
+            dv *= var  # step 2: d log α = dvar·σ²
+            dv += kl_k15_grad_kernel(la, alpha, scale=c)  # + c·∂KL/∂log α
+            return dm, dv
+
+        grads["theta"], grads["log_alpha"] = rowwise(
+            fn, dw_mean, dw_var, cache.theta, cache.alpha, cache.var, self.params["log_alpha"],
+            out=(dw_mean, dw_var))
 
     def zero_grads(self, grads: dict) -> None:
         """Zero gradients for the variance parameters (a pass without noise)."""
@@ -191,7 +225,8 @@ class WeightPosterior:
         """Clip a learned K15 ``log α`` back to ``≤ 0`` (in place), after an optimiser step."""
         if self.learn_alpha and not self.sparse:
             la = self.params["log_alpha"]
-            get_xp(la).minimum(la, K15_LOG_ALPHA_MAX, out=la)
+            rowwise(lambda a, out: get_xp(a).minimum(a, K15_LOG_ALPHA_MAX, out=out[0]),
+                    la, out=(la,))
 
 
 class _StepCache(NamedTuple):
@@ -229,6 +264,16 @@ class VariationalLayer(Layer):
         self._cache = _StepCache(sampler, op_cache, map_cache)
 
     def backward(self, dout: Any) -> Any:
+        return self._backward(dout, None)
+
+    def backward_with_kl(self, dout: Any, scale: float) -> Any:
+        """``backward`` and ``kl_backward(scale)``, with the weight-sized passes of the two
+        fused into one where the posterior can (see :meth:`WeightPosterior.backward`)."""
+        if self._need_cache().sampler == "mean":
+            return super().backward_with_kl(dout, scale)
+        return self._backward(dout, scale)
+
+    def _backward(self, dout: Any, kl_scale: float | None) -> Any:
         sampler, op_cache, map_cache = self._need_cache()
         if sampler == "mean":
             g = type(self)._MEAN_BACKWARD(dout, op_cache)
@@ -236,7 +281,7 @@ class VariationalLayer(Layer):
             self.posterior.zero_grads(self.grads)
         else:
             g = self._OPS[sampler][1](dout, op_cache)
-            self.posterior.backward(g.dw_mean, g.dw_var, map_cache, self.grads)
+            self.posterior.backward(g.dw_mean, g.dw_var, map_cache, self.grads, kl_scale)
         if "b" in self.params:
             self.grads["b"] = g.db
         return g.dx
