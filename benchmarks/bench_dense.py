@@ -5,8 +5,8 @@ The floor is what the method cannot avoid: the six matrix products an LRT dense 
 draw of its output-shaped noise. Each step (noise drawn inside it) alternates with the floor;
 we report the median of the per-pair ratios. The op step is the draw, ``lrt_dense_forward``
 and ``lrt_dense_backward``; the layer step is what training asks of a ``VariationalDense``
-with per-weight α: forward (draw, K15 map, LRT), backward (LRT, the map's backward) and
-``kl_backward`` (the KL gradient). The KL *value* (``layer.kl()``) is needed only when a loss
+with per-weight α: forward (draw, K15 map, LRT) and ``backward_with_kl`` (LRT backward, the
+map's backward and the KL gradient, fused as in training). The KL *value* (``layer.kl()``) is needed only when a loss
 is logged; its cost is printed separately, as a fraction of the floor.
 
     python benchmarks/bench_dense.py [--backend numpy|cupy] [--pairs 21] [--quick]
@@ -70,8 +70,7 @@ def bench_shape(xp, m, d_in, d_out, pairs):
 
     def layer_step():  # what a training step asks of the layer
         layer.forward(x, rng=rng)
-        layer.backward(dout)
-        layer.kl_backward(scale)
+        layer.backward_with_kl(dout, scale)  # backward + kl_backward, as models call it
 
     def kl_value():  # the KL itself, needed only when a loss value is logged
         layer.kl()
