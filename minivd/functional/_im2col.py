@@ -24,11 +24,9 @@ it out and reading it back costs about as much memory traffic as the products th
 So the ops never build it whole on NumPy: :class:`ConvBlocks` walks blocks of examples whose
 im2col matrix fits in cache (``_BLOCK_ELEMENTS``), and each block's copy, products and
 elementwise work run back to back on it; the backward pass rebuilds a block's matrix from
-``xpad`` instead of keeping it. The products run on all cores in BLAS; the window copy and
-the scatter split the block's examples over minivd's threads (:meth:`ConvBlocks.split`: disjoint
-targets, so no locks). That pays only while OpenBLAS's idle workers sleep instead of spinning
-on the cores (``OPENBLAS_THREAD_TIMEOUT``, which ``import minivd`` sets; see the package
-docstring). On CuPy there is one block.
+``xpad`` instead of keeping it. The products run on all cores in BLAS; copies and elementwise
+work stay on the calling thread (BLAS worker threads keep spinning between calls, so threads
+of our own only competed with them when measured). On CuPy there is one block.
 
 Arithmetic on strided views is about 3× slower in NumPy than on contiguous arrays (with its
 default 8192-float ufunc buffers it copies strided operands through them), while strided
@@ -44,7 +42,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._rowwise import num_threads, parallel_for
 from ._checks import check_float, check_same_dtype, check_shape, xp_of
 
 __all__ = ["ConvGeom", "ConvBlocks", "check_conv_args", "check_noise", "check_stride_padding",
@@ -240,6 +237,15 @@ class ConvBlocks:
             return flat.reshape(rows, self._size)[:, :m]
         return flat[:rows * m].reshape(rows, m)
 
+    def array(self, name: str, shape: tuple) -> Any:
+        """A contiguous scratch array of ``shape`` (a block's, at most the first block's size),
+        reused across blocks."""
+        size = int(np.prod(shape))
+        flat = self._buffers.get(name)
+        if flat is None or flat.size < size:
+            flat = self._buffers[name] = self.xp.empty(size, dtype=self.xpad.dtype)
+        return flat[:size].reshape(shape)
+
     def cols(self, n0: int, n1: int, square: bool = False) -> tuple[Any, Any]:
         """``(X_bᵀ, (X_b∘X_b)ᵀ or None)``: the transposed im2col matrix of examples
         ``n0:n1`` with a row of ones appended, ``(C·KH·KW + 1, (n1 − n0)·H_out·W_out)``: one
@@ -249,12 +255,7 @@ class ConvBlocks:
         ``G`` over positions (the bias gradient), without passes of their own."""
         g = self.g
         cb = self.buffer("cols", g.k + 1, n0, n1)
-        dst = cb[:g.k].reshape(g.c, g.kh, g.kw, n1 - n0, g.ho, g.wq)
-
-        def copy(i0: int, i1: int) -> None:
-            dst[:, :, :, i0:i1] = self.windows[:, :, :, n0 + i0:n0 + i1]
-
-        self.split(n1 - n0, copy)
+        cb[:g.k].reshape(g.c, g.kh, g.kw, n1 - n0, g.ho, g.wq)[...] = self.windows[:, :, :, n0:n1]
         cb[g.k] = 1
         if not square:
             return cb, None
@@ -266,21 +267,13 @@ class ConvBlocks:
         """NCHW ``y[n0:n1]`` as channel-major rows ``(C_out, (n1 − n0)·H_out·Wq)`` with zero
         scratch positions (a copy into a reused ``zeros`` buffer)."""
         r = self.buffer(name, y.shape[1], n0, n1, zeros=True)
-        dst = nchw_block(r, self.g)
-
-        def copy(i0: int, i1: int) -> None:
-            dst[i0:i1] = y[n0 + i0:n0 + i1]
-
-        self.split(n1 - n0, copy)
+        nchw_block(r, self.g)[...] = y[n0:n1]
         return r
 
     def times_input(self, dxpad: Any, n0: int, n1: int) -> None:
         """``dxpad[:, n0:n1] *= xpad[:, n0:n1]`` (the padding of ``xpad`` is zero)."""
-        def mul(i0: int, i1: int) -> None:
-            with _unbuffered(self.numpy, self.g.L):
-                dxpad[:, n0 + i0:n0 + i1] *= self.xpad[:, n0 + i0:n0 + i1]
-
-        self.split(n1 - n0, mul)
+        with _unbuffered(self.numpy, self.g.L):
+            dxpad[:, n0:n1] *= self.xpad[:, n0:n1]
 
     def scatter(self, dcols: Any, n0: int, n1: int, dxpad: Any) -> None:
         """Adjoint of :meth:`cols`: add ``dcols (C·KH·KW, (n1 − n0)·H_out·Wq)`` into
@@ -292,25 +285,11 @@ class ConvBlocks:
         """
         g = self.g
         d6 = dcols.reshape(g.c, g.kh, g.kw, n1 - n0, g.ho, g.wq)
-
-        def add(i0: int, i1: int) -> None:  # examples i0:i1 of the block: their own targets
-            block = dxpad[:, n0 + i0:n0 + i1]
-            with _unbuffered(self.numpy and g.wide, g.m):  # per thread: ufunc buffer sizes are
-                for a in range(g.kh):  # thread-local
-                    for e in range(g.kw):
-                        _tap(block, g, a, e)[...] += d6[:, a, e, i0:i1]
-
-        self.split(n1 - n0, add)
-
-    def split(self, n: int, body: Any) -> None:
-        """``body(i0, i1)`` over contiguous runs of a block's ``n`` examples, one run per
-        thread (:func:`~minivd._rowwise.parallel_for`); on CuPy, or for one example, one call."""
-        t = min(num_threads(), n) if self.numpy else 1
-        if t <= 1:
-            body(0, n)
-            return
-        size = -(-n // t)
-        parallel_for(lambda i: body(i * size, min(n, (i + 1) * size)), -(-n // size))
+        block = dxpad[:, n0:n1]
+        with _unbuffered(self.numpy and g.wide, g.m):
+            for a in range(g.kh):
+                for e in range(g.kw):
+                    _tap(block, g, a, e)[...] += d6[:, a, e]
 
 
 @contextlib.contextmanager

@@ -14,7 +14,6 @@ walked in cache-sized blocks of examples is in :mod:`minivd.functional._im2col`.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any, NamedTuple
 
 from ..backend import get_xp
@@ -204,20 +203,15 @@ def lrt_conv2d_forward(
     blocks = ConvBlocks(xpad, g)
     wm, wv = _aug(xp, w_mean, 0.0 if b is None else b), _aug(xp, w_var, float(eps))
     out, s = xp.empty(g.out_shape, dtype=x.dtype), xp.empty(g.out_shape, dtype=x.dtype)
-
-    def finish(n0: int, s_nchw: Any, gamma_nchw: Any, i0: int, i1: int) -> None:
-        """Block examples ``i0:i1`` (batch ``n0 + i``) to NCHW: ``s``, then ``out = γ + s ζ``."""
-        sb, ob = s[n0 + i0:n0 + i1], out[n0 + i0:n0 + i1]
-        sb[...] = s_nchw[i0:i1]  # s = sqrt(δ + eps), kept for the backward pass
-        ob[...] = gamma_nchw[i0:i1]
-        ob += sb * noise[n0 + i0:n0 + i1]
-
     for n0, n1 in blocks.spans:  # a block of examples at a time, in cache
         cb, cb2 = blocks.cols(n0, n1, square=True)  # windows of x*x = windows of x, squared
         gamma = xp.matmul(wm, cb, out=blocks.buffer("gamma", g.o, n0, n1))  # γ + b
         delta = xp.matmul(wv, cb2, out=blocks.buffer("delta", g.o, n0, n1))  # δ + eps
         xp.sqrt(delta, out=delta)
-        blocks.split(n1 - n0, partial(finish, n0, nchw_block(delta, g), nchw_block(gamma, g)))
+        s[n0:n1] = nchw_block(delta, g)  # s = sqrt(δ + eps), kept for the backward pass
+        ob = out[n0:n1]
+        ob[...] = nchw_block(gamma, g)
+        ob += xp.multiply(s[n0:n1], noise[n0:n1], out=blocks.array("s_noise", ob.shape))
     return out, LRTConvCache(xpad, w_mean, w_var, noise, s, g, b is not None)
 
 
