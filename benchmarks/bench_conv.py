@@ -3,9 +3,10 @@
 The floor is what the method cannot avoid once im2col has turned the conv into matrix
 products: the six products an LRT layer needs, of shape (N·H·W, C_in·9) × (C_in·9, C_out)
 (X@μ, X²@σ² forward; G@μᵀ, Δ@σ²ᵀ, Xᵀ@G, (X²)ᵀ@Δ backward, on ready-made contiguous
-matrices), plus one float32 draw of the output-shaped noise. Building the im2col matrix, the
-scatter back to the input and every layout change are *not* in the floor: they are the
-overhead measured. 3×3 kernels, padding 1, stride 1, float32. Each step (noise drawn inside
+matrices), plus one float32 draw of the output-shaped noise (``Generator.standard_normal``;
+the op and the layer draw theirs with minivd's ``standard_normal``). Building the im2col
+matrix, the scatter back to the input and every layout change are *not* in the floor: they
+are the overhead measured. 3×3 kernels, padding 1, stride 1, float32. Each step (noise drawn inside
 it) alternates with the floor; we report the median of the per-pair ratios.
 
     python benchmarks/bench_conv.py [--backend numpy|cupy] [--pairs 11] [--quick]
@@ -27,6 +28,7 @@ from _timing import bench_parser, device_name, paired, synchronizer  # noqa: E40
 from minivd import make_rng, resolve_backend  # noqa: E402
 from minivd.functional import lrt_conv2d_backward, lrt_conv2d_forward  # noqa: E402
 from minivd.layers import VariationalConv2D  # noqa: E402
+from minivd.random import standard_normal  # noqa: E402
 
 SHAPES = [(32, 32, 32, 32, 64), (128, 3, 32, 32, 64), (64, 64, 16, 16, 64)]  # N, C_in, H, W, C_out
 TARGETS = {"numpy": (1.6, 1.8), "cupy": (3.0, 3.0)}  # (op, layer) ratio targets
@@ -64,7 +66,7 @@ def bench_shape(xp, n, c_in, h, w, c_out, pairs):
         rng.standard_normal((n, c_out, h, w), dtype=f32)
 
     def op():
-        noise = rng.standard_normal((n, c_out, h, w), dtype=f32)
+        noise = standard_normal(rng, (n, c_out, h, w), f32)  # minivd's draw, as the layer's
         _, cache = lrt_conv2d_forward(x, wm, wv, b, noise, stride=1, padding=1)
         lrt_conv2d_backward(dout, cache)
 

@@ -2,12 +2,14 @@
 
 The floor is what the method cannot avoid: the six matrix products an LRT dense layer needs
 (x@μ, x²@σ² forward; G@μᵀ, Δ@σ²ᵀ, xᵀ@G, (x²)ᵀ@Δ backward) on the same library, plus one
-draw of its output-shaped noise. Each step (noise drawn inside it) alternates with the floor;
-we report the median of the per-pair ratios. The op step is the draw, ``lrt_dense_forward``
-and ``lrt_dense_backward``; the layer step is what training asks of a ``VariationalDense``
-with per-weight α: forward (draw, K15 map, LRT) and ``backward_with_kl`` (LRT backward, the
-map's backward and the KL gradient, fused as in training). The KL *value* (``layer.kl()``) is needed only when a loss
-is logged; its cost is printed separately, as a fraction of the floor.
+draw of its output-shaped noise (``Generator.standard_normal``, one call). Each step (noise
+drawn inside it, by minivd's own ``standard_normal``, as the layer draws it) alternates with
+the floor; we report the median of the per-pair ratios. The op step is the draw,
+``lrt_dense_forward`` and ``lrt_dense_backward``; the layer step is what training asks of a
+``VariationalDense`` with per-weight α: forward (draw, K15 map, LRT) and ``backward_with_kl``
+(LRT backward, the map's backward and the KL gradient, fused as in training). The KL *value*
+(``layer.kl()``) is needed only when a loss is logged; its cost is printed separately, as a
+fraction of the floor.
 
     python benchmarks/bench_dense.py [--backend numpy|cupy] [--pairs 21] [--quick]
 """
@@ -26,6 +28,7 @@ from _timing import bench_parser, device_name, paired, synchronizer  # noqa: E40
 from minivd import make_rng, resolve_backend  # noqa: E402
 from minivd.functional import lrt_dense_backward, lrt_dense_forward  # noqa: E402
 from minivd.layers import VariationalDense  # noqa: E402
+from minivd.random import standard_normal  # noqa: E402
 
 SHAPES = [(128, 784, 1024), (128, 1024, 1024), (1024, 1024, 1024), (4096, 1024, 1024)]
 TARGETS = {  # (op, layer) ratio targets by backend and M
@@ -60,7 +63,7 @@ def bench_shape(xp, m, d_in, d_out, pairs):
         rng.standard_normal((m, d_out), dtype=f32)
 
     def op():
-        noise = rng.standard_normal((m, d_out), dtype=f32)
+        noise = standard_normal(rng, (m, d_out), f32)  # minivd's draw, as the layer's
         _, cache = lrt_dense_forward(x, wm, wv, b, noise)
         lrt_dense_backward(dout, cache)
 

@@ -25,8 +25,9 @@ So the ops never build it whole on NumPy: :class:`ConvBlocks` walks blocks of ex
 im2col matrix fits in cache (``_BLOCK_ELEMENTS``), and each block's copy, products and
 elementwise work run back to back on it; the backward pass rebuilds a block's matrix from
 ``xpad`` instead of keeping it. The products run on all cores in BLAS; copies and elementwise
-work stay on the calling thread (BLAS worker threads keep spinning between calls, so threads
-of our own only competed with them when measured). On CuPy there is one block.
+work stay on the calling thread (splitting a block's examples over two threads gained
+nothing when measured, even with OpenBLAS's idle workers asleep: these copies are bound by
+memory, not by a core). On CuPy there is one block.
 
 Arithmetic on strided views is about 3× slower in NumPy than on contiguous arrays (with its
 default 8192-float ufunc buffers it copies strided operands through them), while strided
@@ -269,11 +270,6 @@ class ConvBlocks:
         r = self.buffer(name, y.shape[1], n0, n1, zeros=True)
         nchw_block(r, self.g)[...] = y[n0:n1]
         return r
-
-    def times_input(self, dxpad: Any, n0: int, n1: int) -> None:
-        """``dxpad[:, n0:n1] *= xpad[:, n0:n1]`` (the padding of ``xpad`` is zero)."""
-        with _unbuffered(self.numpy, self.g.L):
-            dxpad[:, n0:n1] *= self.xpad[:, n0:n1]
 
     def scatter(self, dcols: Any, n0: int, n1: int, dxpad: Any) -> None:
         """Adjoint of :meth:`cols`: add ``dcols (C·KH·KW, (n1 − n0)·H_out·Wq)`` into

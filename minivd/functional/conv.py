@@ -273,13 +273,7 @@ def lrt_conv2d_backward(dout: Any, cache: LRTConvCache) -> LRTConvGrads:
        :math:`\partial L/\partial X` over those pairs: for each of the :math:`KH\cdot KW`
        offsets :math:`(a, e)` one strided add of the columns :math:`(\cdot, a, e)` into
        ``dxpad[c, n, a::s, e::s]`` (the targets are distinct within an offset, so no
-       ``add.at``); then the padding is cut off. Since :math:`X_{r\kappa}` is the pixel
-       it scatters to, the variance path factors out of the scatter:
-
-       .. math::
-
-           \frac{\partial L}{\partial x} = \operatorname{col2im}(G\mu)
-           + 2x\circ\operatorname{col2im}(\Delta\,\sigma^2).
+       ``add.at``); then the padding is cut off.
 
     6. :math:`\partial L/\partial b_o = \sum_r G_{ro}`.
 
@@ -288,8 +282,9 @@ def lrt_conv2d_backward(dout: Any, cache: LRTConvCache) -> LRTConvGrads:
     The code runs steps 1–5 one block of examples at a time: the rows of :math:`X` of those
     examples are rebuilt from the padded input while in cache (as in the forward pass), and
     steps 3 and 6 sum over blocks, 6 as the product of :math:`G` with a row of ones appended
-    to :math:`X^\top`. It keeps :math:`2\Delta = G\circ\zeta/s` (so step 5 reads
-    ``x ∘ col2im(2Δ σ²)``) and halves the small :math:`\partial L/\partial\sigma^2` at the
+    to :math:`X^\top`. It keeps :math:`2\Delta = G\circ\zeta/s` (so step 4 reads
+    :math:`G\mu + X\circ(2\Delta\,\sigma^2)`, formed on the block while it is in cache, and
+    step 5 is one scatter) and halves the small :math:`\partial L/\partial\sigma^2` at the
     end.
 
     References
@@ -310,10 +305,10 @@ def lrt_conv2d_backward(dout: Any, cache: LRTConvCache) -> LRTConvGrads:
         gb, db_ = blocks.rows("g", dout, n0, n1), blocks.rows("dd", dd, n0, n1)
         dw_mean += gb @ cb.T  # steps 3 and 6
         dw_var += db_ @ cb2.T  # step 3 (times 2)
-        dcols = xp.matmul(wv.T, db_, out=blocks.buffer("dcols", g.k, n0, n1))  # step 4
-        blocks.scatter(dcols, n0, n1, dxpad)  # step 5: col2im(2 Delta σ²) ...
-        blocks.times_input(dxpad, n0, n1)  # ... times x
-        blocks.scatter(xp.matmul(wm.T, gb, out=dcols), n0, n1, dxpad)  # steps 4-5: + col2im(G μ)
+        dcols = xp.matmul(wv.T, db_, out=blocks.buffer("dcols", g.k, n0, n1))  # step 4: 2Δσ²
+        dcols *= cb[:g.k]  # X ∘ (2Δσ²) (0 at scratch positions: there 2Δσ² is 0)
+        dcols += xp.matmul(wm.T, gb, out=blocks.buffer("dcols_mean", g.k, n0, n1))  # + Gμ
+        blocks.scatter(dcols, n0, n1, dxpad)  # step 5
     dx = unpad(dxpad, g)
     db = dw_mean[:, g.k].copy() if has_bias else None  # step 6
     dw_var = dw_var[:, :g.k].reshape(w_mean.shape)
