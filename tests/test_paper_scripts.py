@@ -15,7 +15,7 @@ from .test_cli import blobs_file  # noqa: E402
 
 def test_table1_arguments():
     a = table1.parse(["--quick"])
-    assert (a.width, a.train_limit, a.k, a.m) == (128, 10_000, 100, 1000)
+    assert (a.width, a.train_limit, a.k, a.m, a.epochs) == (128, 10_000, 100, 1000, [3])
     assert table1.parse(["--epochs", "100", "10"]).epochs == [10, 100]
     with pytest.raises(SystemExit):
         table1.parse(["--k", "1"])
