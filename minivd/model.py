@@ -52,10 +52,13 @@ class Sequential:
             dout = layer.backward(dout)
         return dout
 
-    def backward_with_kl(self, dout: Any, scale: float) -> Any:
-        """:meth:`backward` then :meth:`kl_backward` (``scale = β/N``), fused per layer."""
-        for layer in reversed(self.layers):
-            dout = layer.backward_with_kl(dout, scale * self.kl_factor)
+    def backward_with_kl(self, dout: Any, scale: float, need_dx: bool = True) -> Any:
+        """:meth:`backward` then :meth:`kl_backward` (``scale = β/N``), fused per layer.
+        With ``need_dx=False`` (training: the input is data) the first layer may skip the
+        input's gradient and return None."""
+        for i in reversed(range(len(self.layers))):
+            dout = self.layers[i].backward_with_kl(dout, scale * self.kl_factor,
+                                                   need_dx=need_dx or i > 0)
         return dout
 
     def kl(self) -> Any:
@@ -117,7 +120,7 @@ class Sequential:
         """
         logits = self.forward(x, rng=rng, train=True)
         ce, cache = softmax_cross_entropy_forward(logits, y)
-        self.backward_with_kl(softmax_cross_entropy_backward(1.0, cache), kl_scale)
+        self.backward_with_kl(softmax_cross_entropy_backward(1.0, cache), kl_scale, need_dx=False)
         return ce, logits
 
     def predict_logits(self, x: Any, *, rng: Any = None, train: bool = False) -> Any:

@@ -100,6 +100,28 @@ def test_backward_with_kl_equals_backward_then_kl_backward(xp, sampler, param):
             np.testing.assert_array_equal(to_numpy(grads[0][k]), to_numpy(grads[1][k]), k)
 
 
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_need_dx_false_skips_only_dx(xp, sampler):
+    """What models ask of their first layer: the same parameter gradients, and no ``dx`` from
+    the LRT ops (the other samplers still return it)."""
+    from minivd.layers import VariationalConv2D
+
+    r = np.random.default_rng(1)
+    be = xp.__name__
+    for layer, x_shape in ((VariationalDense(9, 5, sampler=sampler, backend=be), (4, 9)),
+                           (VariationalConv2D(3, 4, 3, padding=1, sampler=sampler, backend=be),
+                            (2, 3, 5, 6))):
+        x, grads, dxs = on(xp, r.standard_normal(x_shape), "float32"), [], []
+        for need_dx in (True, False):
+            out = layer.forward(x, rng=make_rng(3, be))
+            dout = on(xp, np.random.default_rng(4).standard_normal(out.shape), "float32")
+            dxs.append(layer.backward_with_kl(dout, 0.1, need_dx=need_dx))
+            grads.append({k: to_numpy(v).copy() for k, v in layer.grads.items()})
+        assert dxs[0] is not None and (dxs[1] is None) == (sampler == "lrt")
+        for k in grads[0]:
+            np.testing.assert_array_equal(grads[0][k], grads[1][k], k)
+
+
 def test_kl_counts(xp):
     """KL sums over weights (type B) and over noise variables (type A), never averages."""
     from minivd.kl import kl_k15

@@ -215,7 +215,7 @@ def lrt_conv2d_forward(
     return out, LRTConvCache(xpad, w_mean, w_var, noise, s, g, b is not None)
 
 
-def lrt_conv2d_backward(dout: Any, cache: LRTConvCache) -> LRTConvGrads:
+def lrt_conv2d_backward(dout: Any, cache: LRTConvCache, need_dx: bool = True) -> LRTConvGrads:
     r"""Gradients of :func:`lrt_conv2d_forward`.
 
     Parameters
@@ -224,6 +224,9 @@ def lrt_conv2d_backward(dout: Any, cache: LRTConvCache) -> LRTConvGrads:
         :math:`\partial L/\partial\,\text{out}`.
     cache : LRTConvCache
         From :func:`lrt_conv2d_forward` (it holds the noise that was used).
+    need_dx : bool
+        False skips steps 4–5 (two products and the scatter) and returns ``dx = None``: the
+        first layer of a model, whose input is data, needs no ``dx``.
 
     Returns
     -------
@@ -299,17 +302,19 @@ def lrt_conv2d_backward(dout: Any, cache: LRTConvCache) -> LRTConvGrads:
     dd /= s
     dw_mean = xp.zeros((g.o, g.k + 1), dtype=s.dtype)  # last column: db, from the ones row
     dw_var = xp.zeros((g.o, g.k + 1), dtype=s.dtype)
-    dxpad = xp.zeros_like(xpad)
+    dxpad = xp.zeros_like(xpad) if need_dx else None
     for n0, n1 in blocks.spans:  # the forward pass's blocks; X_b is rebuilt from xpad
         cb, cb2 = blocks.cols(n0, n1, square=True)  # step 1
         gb, db_ = blocks.rows("g", dout, n0, n1), blocks.rows("dd", dd, n0, n1)
         dw_mean += gb @ cb.T  # steps 3 and 6
         dw_var += db_ @ cb2.T  # step 3 (times 2)
+        if not need_dx:
+            continue
         dcols = xp.matmul(wv.T, db_, out=blocks.buffer("dcols", g.k, n0, n1))  # step 4: 2Δσ²
         dcols *= cb[:g.k]  # X ∘ (2Δσ²) (0 at scratch positions: there 2Δσ² is 0)
         dcols += xp.matmul(wm.T, gb, out=blocks.buffer("dcols_mean", g.k, n0, n1))  # + Gμ
         blocks.scatter(dcols, n0, n1, dxpad)  # step 5
-    dx = unpad(dxpad, g)
+    dx = unpad(dxpad, g) if need_dx else None
     db = dw_mean[:, g.k].copy() if has_bias else None  # step 6
     dw_var = dw_var[:, :g.k].reshape(w_mean.shape)
     dw_var *= 0.5

@@ -150,7 +150,7 @@ def lrt_dense_forward(
     return out, LRTDenseCache(x, x2, w_mean, w_var, noise, s, b is not None)
 
 
-def lrt_dense_backward(dout: Any, cache: LRTDenseCache) -> LRTDenseGrads:
+def lrt_dense_backward(dout: Any, cache: LRTDenseCache, need_dx: bool = True) -> LRTDenseGrads:
     r"""Gradients of :func:`lrt_dense_forward`.
 
     Parameters
@@ -159,6 +159,9 @@ def lrt_dense_backward(dout: Any, cache: LRTDenseCache) -> LRTDenseGrads:
         :math:`G = \partial L/\partial B`.
     cache : LRTDenseCache
         From :func:`lrt_dense_forward` (it holds the noise that was used).
+    need_dx : bool
+        False skips step 3 (two of the four products) and returns ``dx = None``: the first
+        layer of a model, whose input is data, needs no ``dx``.
 
     Returns
     -------
@@ -196,18 +199,21 @@ def lrt_dense_backward(dout: Any, cache: LRTDenseCache) -> LRTDenseGrads:
     x, x2, w_mean, w_var, noise, s, has_bias = cache
     check_shape("dout", dout, s.shape, "(N, D_out)")
     fused_ddelta, fused_dx = kernel("lrt_ddelta", dout), kernel("lrt_dx", dout)
+    dx = None
     if fused_ddelta is not None:  # the same steps, one fused pass each
         ddelta = fused_ddelta(dout, noise, s)  # step 2
-        dx = dout @ w_mean.T  # step 3 (step 1: dgamma = dout)
-        fused_dx(dx, x, ddelta @ w_var.T, dx)
+        if need_dx:
+            dx = dout @ w_mean.T  # step 3 (step 1: dgamma = dout)
+            fused_dx(dx, x, ddelta @ w_var.T, dx)
     else:
         ddelta = dout * noise  # step 2
         ddelta /= s
         ddelta *= 0.5
-        dx = ddelta @ w_var.T  # step 3, variance path
-        dx *= x
-        dx *= 2.0
-        dx += dout @ w_mean.T  # step 3, mean path (step 1: dgamma = dout)
+        if need_dx:
+            dx = ddelta @ w_var.T  # step 3, variance path
+            dx *= x
+            dx *= 2.0
+            dx += dout @ w_mean.T  # step 3, mean path (step 1: dgamma = dout)
     dw_mean = x.T @ dout  # step 4
     dw_var = x2.T @ ddelta  # step 5
     db = dout.sum(axis=0) if has_bias else None  # step 6

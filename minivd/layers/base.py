@@ -30,9 +30,11 @@ class Layer:
     ``kl_backward(scale)``
         *Adds* ``scale · ∂KL/∂params`` into ``grads``; call it after ``backward``. The model
         passes ``β/N`` (``β/(3N)`` for variational dropout A2).
-    ``backward_with_kl(dout, scale) -> dx``
+    ``backward_with_kl(dout, scale, need_dx=True) -> dx``
         ``backward(dout)`` then ``kl_backward(scale)``, the same gradients; a layer may fuse
-        the two (the variational layers share their weight-sized passes). Models call this.
+        the two (the variational layers share their weight-sized passes). Models call this,
+        with ``need_dx=False`` for their first layer: a layer may then skip ``dx`` and
+        return None (the LRT samplers do).
     ``project()``
         Puts constrained parameters back into their range after an optimiser step (K15's
         ``log α ≤ 0``); a no-op for unconstrained layers.
@@ -55,7 +57,7 @@ class Layer:
     def kl_backward(self, scale: float) -> None:
         return None
 
-    def backward_with_kl(self, dout: Any, scale: float) -> Any:
+    def backward_with_kl(self, dout: Any, scale: float, need_dx: bool = True) -> Any:
         dx = self.backward(dout)
         self.kl_backward(scale)
         return dx

@@ -266,19 +266,23 @@ class VariationalLayer(Layer):
     def backward(self, dout: Any) -> Any:
         return self._backward(dout, None)
 
-    def backward_with_kl(self, dout: Any, scale: float) -> Any:
+    def backward_with_kl(self, dout: Any, scale: float, need_dx: bool = True) -> Any:
         """``backward`` and ``kl_backward(scale)``, with the weight-sized passes of the two
-        fused into one where the posterior can (see :meth:`WeightPosterior.backward`)."""
+        fused into one where the posterior can (see :meth:`WeightPosterior.backward`).
+        ``need_dx=False`` lets the LRT sampler skip the input gradient (and return None)."""
         if self._need_cache().sampler == "mean":
-            return super().backward_with_kl(dout, scale)
-        return self._backward(dout, scale)
+            return super().backward_with_kl(dout, scale, need_dx)
+        return self._backward(dout, scale, need_dx)
 
-    def _backward(self, dout: Any, kl_scale: float | None) -> Any:
+    def _backward(self, dout: Any, kl_scale: float | None, need_dx: bool = True) -> Any:
         sampler, op_cache, map_cache = self._need_cache()
         if sampler == "mean":
             g = type(self)._MEAN_BACKWARD(dout, op_cache)
             self.grads["theta"] = g.dw
             self.posterior.zero_grads(self.grads)
+        elif sampler == "lrt" and not need_dx:
+            g = self._OPS[sampler][1](dout, op_cache, need_dx=False)
+            self.posterior.backward(g.dw_mean, g.dw_var, map_cache, self.grads, kl_scale)
         else:
             g = self._OPS[sampler][1](dout, op_cache)
             self.posterior.backward(g.dw_mean, g.dw_var, map_cache, self.grads, kl_scale)
