@@ -54,12 +54,18 @@ class Sequential:
 
     def backward_with_kl(self, dout: Any, scale: float, need_dx: bool = True) -> Any:
         """:meth:`backward` then :meth:`kl_backward` (``scale = β/N``), fused per layer.
-        With ``need_dx=False`` (training: the input is data) the first layer may skip the
-        input's gradient and return None."""
-        for i in reversed(range(len(self.layers))):
+
+        With ``need_dx=False`` (training: the input is data) nothing below the first layer
+        with parameters is run, that layer may skip its input gradient, and None is returned.
+        """
+        first = 0
+        if not need_dx:  # layers before the first with parameters need no gradient at all
+            first = next((i for i, layer in enumerate(self.layers) if layer.params),
+                         len(self.layers))
+        for i in reversed(range(first, len(self.layers))):
             dout = self.layers[i].backward_with_kl(dout, scale * self.kl_factor,
-                                                   need_dx=need_dx or i > 0)
-        return dout
+                                                   need_dx=need_dx or i > first)
+        return dout if need_dx else None
 
     def kl(self) -> Any:
         """``kl_factor · Σ_layers KL`` (summed over every noise variable, not averaged)."""

@@ -68,10 +68,19 @@ def test_variational_dense_layer(xp, sampler, param, shape, seed, scale, fused):
 
 @pytest.mark.parametrize("sampler", SAMPLERS)
 @pytest.mark.parametrize("param", ["weight", "unit", "sparse", "fixed"])
-def test_backward_with_kl_equals_backward_then_kl_backward(xp, sampler, param):
+def test_backward_with_kl_equals_backward_then_kl_backward(xp, sampler, param, monkeypatch):
     """The fused step (what models train with) gives the same gradients as the two calls, on
-    arrays big enough for the blocked, threaded pass (``log α`` above the bound included)."""
+    arrays big enough for the blocked pass on two threads (``log α`` above the bound included).
+    Per-weight K15 on NumPy takes the one-pass path (checked); the other posteriors run the
+    two calls inside ``backward_with_kl``."""
     from minivd.layers import VariationalConv2D
+    from minivd.layers.weight_posterior import WeightPosterior
+
+    monkeypatch.setenv("MINIVD_NUM_THREADS", "2")
+    calls = []
+    one_pass = WeightPosterior._k15_backward_with_kl
+    monkeypatch.setattr(WeightPosterior, "_k15_backward_with_kl",
+                        lambda self, *a: calls.append(1) or one_pass(self, *a))
 
     kw = dict(sparse=True) if param == "sparse" else (
         dict(learn_alpha=False) if param == "fixed" else dict(alpha_per=param))
@@ -80,8 +89,8 @@ def test_backward_with_kl_equals_backward_then_kl_backward(xp, sampler, param):
     be = xp.__name__
     for layer, x_shape in ((VariationalDense(600, 300, sampler=sampler, backend=be, **kw),
                             (7, 600)),
-                           (VariationalConv2D(40, 64, 3, sampler=sampler, backend=be, **conv_kw),
-                            (2, 40, 6, 5))):
+                           (VariationalConv2D(128, 128, 3, sampler=sampler, backend=be,
+                                              **conv_kw), (2, 128, 4, 5))):
         if "log_alpha" in layer.params:
             la = r.uniform(-4, 0.5, layer.params["log_alpha"].shape)  # some above the bound
             layer.params["log_alpha"][...] = on(xp, la, "float32")
@@ -95,6 +104,9 @@ def test_backward_with_kl_equals_backward_then_kl_backward(xp, sampler, param):
                 dx = layer.backward(dout)
                 layer.kl_backward(0.37)
             grads.append({"x": dx} | {k: v.copy() for k, v in layer.grads.items()})
+        one_pass_expected = (param == "weight" and sampler != "mean" and xp.__name__ == "numpy")
+        assert len(calls) == one_pass_expected, calls
+        calls.clear()
         assert grads[0].keys() == grads[1].keys()
         for k in grads[0]:
             np.testing.assert_array_equal(to_numpy(grads[0][k]), to_numpy(grads[1][k]), k)
@@ -120,6 +132,24 @@ def test_need_dx_false_skips_only_dx(xp, sampler):
         assert dxs[0] is not None and (dxs[1] is None) == (sampler == "lrt")
         for k in grads[0]:
             np.testing.assert_array_equal(grads[0][k], grads[1][k], k)
+
+
+def test_training_skips_what_is_below_the_first_layer_with_parameters(monkeypatch):
+    """LeNet-5 starts with a Reshape: it is not run backward, and the first conv layer is
+    asked for no input gradient (its LRT op then skips two products and the scatter)."""
+    from minivd.model import build_model
+
+    net = build_model("lenet-5", "vd-b", seed=0)
+    seen = []
+    for i, layer in enumerate(net.layers):
+        def spy(dout, scale, need_dx=True, _i=i, _f=layer.backward_with_kl):
+            seen.append((_i, need_dx))
+            return _f(dout, scale, need_dx)
+        monkeypatch.setattr(layer, "backward_with_kl", spy)
+    x = np.random.default_rng(0).random((2, 784), dtype=np.float32)
+    net.loss_and_grads(x, np.array([1, 7]), rng=make_rng(0), kl_scale=1e-3)
+    assert type(net.layers[0]).__name__ == "Reshape" and net.layers[1].params
+    assert seen == [(i, i > 1) for i in reversed(range(1, len(net.layers)))]
 
 
 def test_kl_counts(xp):

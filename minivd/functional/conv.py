@@ -231,8 +231,8 @@ def lrt_conv2d_backward(dout: Any, cache: LRTConvCache, need_dx: bool = True) ->
     Returns
     -------
     LRTConvGrads
-        ``dx (N, C_in, H, W)``, ``dw_mean`` and ``dw_var (C_out, C_in, KH, KW)``,
-        ``db (C_out,)`` or None.
+        ``dx (N, C_in, H, W)`` (None with ``need_dx=False``), ``dw_mean`` and
+        ``dw_var (C_out, C_in, KH, KW)``, ``db (C_out,)`` or None.
 
     Notes
     -----
@@ -312,7 +312,7 @@ def lrt_conv2d_backward(dout: Any, cache: LRTConvCache, need_dx: bool = True) ->
             continue
         dcols = xp.matmul(wv.T, db_, out=blocks.buffer("dcols", g.k, n0, n1))  # step 4: 2Δσ²
         dcols *= cb[:g.k]  # X ∘ (2Δσ²) (0 at scratch positions: there 2Δσ² is 0)
-        dcols += xp.matmul(wm.T, gb, out=blocks.buffer("dcols_mean", g.k, n0, n1))  # + Gμ
+        dcols += xp.matmul(wm.T, gb, out=cb2[:g.k])  # + Gμ (X∘X is used up: its buffer)
         blocks.scatter(dcols, n0, n1, dxpad)  # step 5
     dx = unpad(dxpad, g) if need_dx else None
     db = dw_mean[:, g.k].copy() if has_bias else None  # step 6

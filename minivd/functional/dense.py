@@ -166,8 +166,8 @@ def lrt_dense_backward(dout: Any, cache: LRTDenseCache, need_dx: bool = True) ->
     Returns
     -------
     LRTDenseGrads
-        ``dx (N, D_in)``, ``dw_mean (D_in, D_out)``, ``dw_var (D_in, D_out)``,
-        ``db (D_out,)`` or None.
+        ``dx (N, D_in)`` (None with ``need_dx=False``), ``dw_mean (D_in, D_out)``,
+        ``dw_var (D_in, D_out)``, ``db (D_out,)`` or None.
 
     Notes
     -----

@@ -33,8 +33,8 @@ class Layer:
     ``backward_with_kl(dout, scale, need_dx=True) -> dx``
         ``backward(dout)`` then ``kl_backward(scale)``, the same gradients; a layer may fuse
         the two (the variational layers share their weight-sized passes). Models call this,
-        with ``need_dx=False`` for their first layer: a layer may then skip ``dx`` and
-        return None (the LRT samplers do).
+        with ``need_dx=False`` for their first layer with parameters: a layer may then skip
+        ``dx`` and return None (the variational layers do with ``sampler="lrt"``).
     ``project()``
         Puts constrained parameters back into their range after an optimiser step (K15's
         ``log α ≤ 0``); a no-op for unconstrained layers.

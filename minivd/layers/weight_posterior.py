@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .. import _fused
 from .._fused import kernel
 from .._rowwise import rowwise
 from ..backend import get_xp
@@ -118,11 +119,12 @@ class WeightPosterior:
         θ is the mean, so ``dθ = dw_mean`` plus, for K15 (σ² = αθ²), the path through σ².
         With ``kl_scale``, ``kl_scale · ∂KL/∂params`` is added too (what :meth:`kl_backward`
         adds): for a learned per-weight K15 ``log α`` on NumPy in the same blocked pass, which
-        overwrites ``dw_mean`` and ``dw_var`` with the results (the op made them for us).
+        overwrites ``dw_mean`` and ``dw_var`` with the results (the op made them for us);
+        with ``minivd._fused.FUSE = False`` as the two plain calls.
         """
         if kl_scale is not None:
-            if (self.learn_alpha and not self.sparse and isinstance(map_cache, K15Cache)
-                    and isinstance(dw_var, np.ndarray)
+            if (_fused.FUSE and self.learn_alpha and not self.sparse
+                    and isinstance(map_cache, K15Cache) and isinstance(dw_var, np.ndarray)
                     and map_cache.log_alpha_shape == tuple(dw_var.shape)):
                 self._k15_backward_with_kl(dw_mean, dw_var, map_cache, grads, kl_scale)
             else:
