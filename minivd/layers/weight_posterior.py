@@ -157,11 +157,9 @@ class WeightPosterior:
 
         def fn(dm: Any, dv: Any, theta: Any, alpha: Any, var: Any, la: Any,
                out: tuple | None = None) -> tuple[Any, Any]:
-            t = np.multiply(dv, theta)  # K15 backward step 1: dθ = dvar·2αθ + dw_mean
-            t *= alpha
-            t *= 2
-            dm += t
-            dv *= var  # step 2: d log α = dvar·σ²
+            # the map's backward (d log α = dvar·σ² written over dvar, after dθ is read off it)
+            t, _ = k15_backward_kernel(dv, theta, alpha, var, out=(None, dv))
+            dm += t  # dθ = dvar·2αθ + dw_mean
             dv += kl_k15_grad_kernel(la, alpha, scale=c)  # + c·∂KL/∂log α
             return dm, dv
 
@@ -282,11 +280,12 @@ class VariationalLayer(Layer):
             g = type(self)._MEAN_BACKWARD(dout, op_cache)
             self.grads["theta"] = g.dw
             self.posterior.zero_grads(self.grads)
-        elif sampler == "lrt" and not need_dx:
-            g = self._OPS[sampler][1](dout, op_cache, need_dx=False)
-            self.posterior.backward(g.dw_mean, g.dw_var, map_cache, self.grads, kl_scale)
         else:
-            g = self._OPS[sampler][1](dout, op_cache)
+            op_backward = self._OPS[sampler][1]
+            if sampler == "lrt" and not need_dx:  # only the LRT ops can skip dx
+                g = op_backward(dout, op_cache, need_dx=False)
+            else:
+                g = op_backward(dout, op_cache)
             self.posterior.backward(g.dw_mean, g.dw_var, map_cache, self.grads, kl_scale)
         if "b" in self.params:
             self.grads["b"] = g.db
