@@ -2,8 +2,10 @@
 
 Library code calls only ``rng.random(shape, dtype=...)`` and
 ``rng.standard_normal(shape, dtype=...)``: the two methods NumPy's and CuPy's ``Generator``
-share. NumPy and CuPy streams
-differ for the same seed, so cross-backend checks compare statistics or inject the noise.
+share. Layers draw their noise with :func:`standard_normal`, which on NumPy turns
+``rng.random`` uniforms into normals by Box–Muller (faster here than NumPy's own sampler) and
+fills large draws on all cores. NumPy and CuPy streams differ for the same seed, so
+cross-backend checks compare statistics or inject the noise.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 from .backend import resolve_backend
 
-__all__ = ["make_rng", "child_seed", "standard_normal"]
+__all__ = ["make_rng", "child_seed", "standard_normal", "box_muller"]
 
 
 def make_rng(seed: int, xp: ModuleType | str = "numpy") -> Any:
@@ -33,32 +35,66 @@ def child_seed(rng: Any) -> int:
 
 _NOISE_CHUNK = 1 << 16  # values per child generator; fixed, so results never depend on threads
 _NOISE_PARALLEL = _NOISE_CHUNK + 1  # from two chunks up: a (100, 1024) draw already gains
+_TWO_PI = 2 * np.pi
+
+
+def box_muller(rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
+    r"""Fill the 1-d float32/float64 ``out`` with standard normals from ``rng.random`` (in place).
+
+    Box & Muller (1958): for independent :math:`U_1, U_2 \sim U[0, 1)`,
+    :math:`R = \sqrt{-2\log(1 - U_1)}` and :math:`\Theta = 2\pi U_2` give two independent
+    standard normals :math:`R\cos\Theta` and :math:`R\sin\Theta`. ``1 − U₁`` lies in
+    ``(0, 1]``, so the log is finite. Five vectorised ufunc passes (log, sqrt, cos, sin and a
+    product) cost about 2.5× less here than NumPy's ziggurat ``standard_normal`` in float32.
+
+    The uniforms have ``out``'s precision: in float32 they are multiples of ``2⁻²⁴``, so
+    ``|z| ≤ √(48 log 2) ≈ 5.77`` (the mass cut off beyond is ``8·10⁻⁹``), as in the float32
+    Box–Muller samplers of PyTorch and cuRAND; in float64 the cap is ``8.57``.
+    """
+    n = out.size
+    h = (n + 1) // 2  # pairs; an odd n drops the last sine
+    u = rng.random(2 * h, dtype=out.dtype)
+    radius, angle = u[:h], u[h:]
+    np.subtract(1, radius, out=radius)
+    np.log(radius, out=radius)
+    radius *= -2
+    np.sqrt(radius, out=radius)
+    angle *= _TWO_PI
+    np.cos(angle, out=out[:h])
+    out[:h] *= radius
+    np.sin(angle[:n - h], out=out[h:])
+    out[h:] *= radius[:n - h]
+    return out
 
 
 def standard_normal(rng: Any, shape: tuple, dtype: Any = "float32") -> Any:
-    """``rng.standard_normal(shape, dtype=dtype)``, drawn on all CPU cores for large NumPy draws.
+    """Standard normals of ``shape`` and ``dtype`` from ``rng``; on NumPy by :func:`box_muller`,
+    on all CPU cores for large draws.
 
-    A large NumPy draw takes one seed from ``rng`` and fills fixed chunks of
+    On NumPy the values come from ``rng.random`` through :func:`box_muller` (float32 or
+    float64). A large draw takes one seed from ``rng`` and fills fixed chunks of
     ``_NOISE_CHUNK`` values, chunk ``i`` from its own generator seeded with ``(seed, i)``
-    (NumPy's generators release the GIL while filling). The values depend only on ``rng``'s
-    state, never on the number of threads; they differ from a single ``rng.standard_normal``
-    call's. CuPy generators and small draws call ``rng.standard_normal`` directly.
+    (NumPy releases the GIL while it fills and computes). The values depend only on ``rng``'s
+    state, never on the number of threads. CuPy generators call ``rng.standard_normal``
+    (cuRAND's own fast sampler).
     """
     if not isinstance(rng, np.random.Generator):
         return rng.standard_normal(shape, dtype=dtype)
     size = int(np.prod(shape))
+    out = np.empty(size, dtype=dtype)
+    if out.dtype not in (np.float32, np.float64):
+        raise TypeError(f"standard_normal draws float32 or float64, not {out.dtype}")
     if size < _NOISE_PARALLEL:
-        return rng.standard_normal(shape, dtype=dtype)
+        return box_muller(rng, out).reshape(shape)
     from ._rowwise import parallel_for
 
     seed = child_seed(rng)
-    out = np.empty(size, dtype=dtype)
     starts = range(0, size, _NOISE_CHUNK)
 
     def fill(i: int) -> None:
         lo = starts[i]
         g = np.random.Generator(np.random.PCG64(np.random.SeedSequence((seed, i))))
-        g.standard_normal(out=out[lo:lo + _NOISE_CHUNK], dtype=dtype)
+        box_muller(g, out[lo:lo + _NOISE_CHUNK])
 
     parallel_for(fill, len(starts))
     return out.reshape(shape)

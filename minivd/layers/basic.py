@@ -19,6 +19,7 @@ from ..functional import (
     relu_forward,
 )
 from ..kl import K15_LOG_ALPHA_MAX, kl_k15, kl_k15_grad
+from ..random import standard_normal
 from .base import Layer, check_positive_int, init_generator, p_to_log_alpha, place
 
 __all__ = ["Dense", "ReLU", "Dropout", "GaussianDropout", "Reshape"]
@@ -161,7 +162,7 @@ class GaussianDropout(Layer):
         noise_shape = tuple(x.shape[:2]) + (1,) * (x.ndim - 2)
         if x.ndim == 4:
             la = la.reshape((la.shape[0], 1, 1))
-        eps = self._need_rng(rng, "GaussianDropout").standard_normal(noise_shape, dtype=x.dtype)
+        eps = standard_normal(self._need_rng(rng, "GaussianDropout"), noise_shape, x.dtype)
         out, self._cache = gaussian_dropout_forward(x, la, eps)
         return out
 
