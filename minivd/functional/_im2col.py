@@ -261,7 +261,7 @@ class ConvBlocks:
         if not square:
             return cb, None
         cb2 = self.buffer("cols2", g.k + 1, n0, n1)
-        self.xp.multiply(cb, cb, out=cb2)
+        self.xp.square(cb, out=cb2)
         return cb, cb2
 
     def rows(self, name: str, y: Any, n0: int, n1: int) -> Any:

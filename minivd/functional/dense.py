@@ -135,7 +135,7 @@ def lrt_dense_forward(
     """
     xp = check_dense_args(x, w_mean, w_var, b, noise)
     check_shape("noise", noise, (x.shape[0], w_mean.shape[1]), "(N, D_out)")
-    x2 = x * x
+    x2 = xp.square(x)
     out = x @ w_mean  # gamma (without bias yet)
     s = x2 @ w_var  # delta
     fused = kernel("lrt_out", out)

@@ -65,7 +65,7 @@ def k15_forward_kernel(theta: Any, log_alpha: Any, out: tuple | None = None) -> 
     xp = get_xp(theta, log_alpha)
     alpha, var = out if out is not None else (None, None)
     alpha = xp.exp(log_alpha, out=alpha)
-    var = xp.multiply(theta, theta, out=var)
+    var = xp.square(theta, out=var)
     var *= alpha
     return alpha, var
 
