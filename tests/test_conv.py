@@ -94,6 +94,23 @@ def test_conv_matches_nested_loops(xp, case, seed, bias):
     assert np.abs(to_numpy(lrt) - expect).max() < 1e-10 * (1 + np.abs(expect).max())
 
 
+@pytest.mark.parametrize("kh,kw,padding", [(3, 3, 1), (5, 5, 2), (2, 2, 2), (1, 1, 2),
+                                           (3, 1, 0), (1, 4, 1), (4, 2, 1)])
+def test_wide_rows_share_their_padding(kh, kw, padding):
+    """Wide rows keep one gap of max(p, 2p − KW + 1) zeros between images rows (the right
+    padding of one row is the left padding of the next): values equal the nested loops and
+    gradients equal finite differences, for gaps equal to p, above p, and without padding."""
+    case = (2, 3, 2, 5, 6, kh, kw, 1, padding)  # N, C_in, C_out, H, W, KH, KW, stride, p
+    r, x, wm, wv, b = _args(np, case, 7)
+    g = _im2col.conv_geometry(x.shape, wm.shape, 1, padding)
+    assert g.wide and g.wp == 6 + max(padding, 2 * padding - kw + 1) and g.wq == g.wp
+    assert g.wo <= g.wp <= 6 + 2 * padding
+    ref = conv_reference(x, wm, b, 1, padding)
+    assert np.abs(F.conv2d_forward(x, wm, b, 1, padding)[0] - ref).max() < 1e-10
+    _conv_gradcheck(np, case, 7, True)
+    _sampled_gradcheck(np, "lrt", case, 7, True)
+
+
 BLOCKS = st.sampled_from([1, 1 << 30])  # one example per block, or the whole batch
 
 

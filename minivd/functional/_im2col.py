@@ -2,12 +2,12 @@
 
 Layout (chosen by measurement; see ``benchmarks/bench_conv.py``). Inside the conv ops the
 input lives in a zero-padded, channel-major copy ``xpad (C, N, L)``: image ``(c, n)`` is
-flattened row by row (row length ``Wp = W + 2p``). The im2col matrix is stored
-**transposed**, ``(C·KH·KW, N·H_out·Wq)``: row ``(c, a, e)`` (channel, kernel row, kernel
-column: the order of ``w.reshape(C_out, -1)``, so kernels need no copy) holds input pixel
-``(i·s + a, j·s + e)`` of channel ``c`` for every output position ``(n, i, j)``. It is one
-copy of an ``as_strided`` window view of ``xpad``. Products with it give channel-major
-outputs ``(C_out, N·H_out·Wq)``.
+flattened row by row (rows of ``Wp`` floats: ``W + 2p``, or fewer when wide, below). The
+im2col matrix is stored **transposed**, ``(C·KH·KW, N·H_out·Wq)``: row ``(c, a, e)``
+(channel, kernel row, kernel column: the order of ``w.reshape(C_out, -1)``, so kernels need
+no copy) holds input pixel ``(i·s + a, j·s + e)`` of channel ``c`` for every output position
+``(n, i, j)``. It is one copy of an ``as_strided`` window view of ``xpad``. Products with it
+give channel-major outputs ``(C_out, N·H_out·Wq)``.
 
 With stride 1 and an im2col matrix taller than the output (``C_in·KH·KW ≥ C_out``) the
 positions are taken **wide**: ``Wq = Wp`` per output row instead of ``W_out``, so for each
@@ -15,9 +15,16 @@ example a row of the matrix is a *contiguous* run of the flat padded image (offs
 ``a·Wp + e``), and the window copy and the scatter move runs of ``H_out·Wp`` floats instead
 of ``W_out``. The ``Wq − W_out`` extra positions per row are scratch: the ops never read
 their outputs and give them zero gradients, so the scatter adds exact zeros there. They cost
-``Wp/W_out`` more matrix-product work (6% at 32×32, 12% at 16×16). Images carry ``KW − 1``
-extra zeros (``L = Hp·Wp + KW − 1``) so the last wide windows stay in bounds. Otherwise
-``Wq = W_out`` and the windows are ordinary 2-D strided views.
+``Wq/W_out`` more matrix-product work, so wide rows **share their padding**: one gap of
+``g = max(p, 2p − KW + 1)`` zeros (``Wp = W + g``) is the right padding of one row and the
+left padding of the next, and pixel ``(h, w)`` sits at ``p + (h + p)·Wp + w`` (a lead of
+``p`` zeros), so the read of kernel entry ``(a, e)`` for output ``(i, j)``, at
+``(i + a)·Wp + j + e``, meets pixel ``(i + a − p, j + e − p)``, or a zero where that is
+padding (``g ≥ p`` keeps the two sides apart; ``g ≥ 2p − KW + 1`` keeps ``Wq ≥ W_out``). At
+3×3 with padding 1 that is one scratch position per row, ``W + 1`` for ``W`` (6% more work at
+16×16, 3% at 32×32; ``W + 2p`` columns cost twice that). Images carry extra zeros
+(``L = Hp·Wp + max(KW − 1, p)``) so the last wide windows stay in bounds. Otherwise
+``Wq = W_out``, rows are ``W + 2p`` long and the windows are ordinary 2-D strided views.
 
 Blocks. The full im2col matrix is ``KH·KW`` times the input, and on this kind of CPU writing
 it out and reading it back costs about as much memory traffic as the products that use it.
@@ -53,8 +60,10 @@ _BLOCK_ELEMENTS = 1 << 19  # im2col entries per block (2 MiB of float32)
 
 class ConvGeom(NamedTuple):
     """Sizes of one conv: input ``(n, c, h, w)``, kernel ``(o, c, kh, kw)``, output
-    ``(n, o, ho, wo)``, padding ``p``; padded rows of ``wp`` floats, ``wq`` positions per
-    output row (``wp`` when wide, else ``wo``) and ``L`` floats per flat padded image."""
+    ``(n, o, ho, wo)``, padding ``p``; ``hp`` padded rows of ``wp`` floats, ``wq`` positions
+    per output row (``wp`` when wide, else ``wo``) and ``L`` floats per flat padded image, in
+    which pixel ``(h, w)`` sits at ``lead + (h + p)·wp + w + col0`` (wide: ``lead = p``,
+    ``col0 = 0``; else ``lead = 0``, ``col0 = p``)."""
 
     n: int
     c: int
@@ -71,10 +80,9 @@ class ConvGeom(NamedTuple):
     wp: int
     wq: int
     L: int
-
-    @property
-    def wide(self) -> bool:
-        return self.wq != self.wo
+    lead: int
+    col0: int
+    wide: bool
 
     @property
     def m(self) -> int:
@@ -113,10 +121,15 @@ def conv_geometry(x_shape: tuple, w_shape: tuple, stride: int, padding: int,
             f"(x {tuple(x_shape)}, padding {padding})"
         )
     ho, wo = (hp - kh) // stride + 1, (wp - kw) // stride + 1
-    # wide rows where the im2col matrix outweighs the outputs (see the module docstring)
-    wide = stride == 1 and wo < wp and c * kh * kw >= o
-    wq, extra = (wp, kw - 1) if wide else (wo, 0)
-    return ConvGeom(n, c, h, w, o, kh, kw, stride, padding, ho, wo, hp, wp, wq, hp * wp + extra)
+    # wide rows, sharing their padding, where the im2col matrix outweighs the outputs (see
+    # the module docstring)
+    gap = max(padding, 2 * padding - kw + 1)
+    if stride == 1 and c * kh * kw >= o:
+        wp = w + gap  # ≥ wo: Wq − W_out = max(KW − 1 − p, 0) scratch positions per row
+        return ConvGeom(n, c, h, w, o, kh, kw, stride, padding, ho, wo, hp, wp, wp,
+                        hp * wp + max(kw - 1, padding), padding, 0, True)
+    return ConvGeom(n, c, h, w, o, kh, kw, stride, padding, ho, wo, hp, wp, wo, hp * wp, 0,
+                    padding, False)
 
 
 def check_conv_args(x: Any, w_mean: Any, w_var: Any, b: Any, stride: Any, padding: Any,
@@ -158,8 +171,10 @@ def _as_strided(a: Any, shape: tuple, strides: tuple) -> Any:
 
 
 def _image(buf: Any, g: ConvGeom) -> Any:
-    """The ``(C, N, Hp, Wp)`` view of a flat padded buffer ``(C, N, L)``."""
-    return buf[:, :, :g.hp * g.wp].reshape(buf.shape[0], buf.shape[1], g.hp, g.wp)
+    """The ``(C, N, Hp, Wp)`` view of a flat padded buffer ``(C, N, L)`` from its lead on:
+    pixel ``(h, w)`` is at ``[h + p, w + col0]``."""
+    return buf[:, :, g.lead:g.lead + g.hp * g.wp].reshape(buf.shape[0], buf.shape[1], g.hp,
+                                                          g.wp)
 
 
 def _tap(buf: Any, g: ConvGeom, a: int, e: int) -> Any:
@@ -176,7 +191,7 @@ def pad_input(x: Any, g: ConvGeom) -> Any:
     """``x (N, C, H, W)`` → the flat zero-padded, channel-major ``xpad (C, N, L)``."""
     xp = xp_of(x=x)
     xpad = xp.zeros((g.c, g.n, g.L), dtype=x.dtype)
-    _image(xpad, g)[:, :, g.p:g.p + g.h, g.p:g.p + g.w] = x.transpose(1, 0, 2, 3)
+    _image(xpad, g)[:, :, g.p:g.p + g.h, g.col0:g.col0 + g.w] = x.transpose(1, 0, 2, 3)
     return xpad
 
 
@@ -184,7 +199,7 @@ def unpad(dxpad: Any, g: ConvGeom) -> Any:
     """The ``(N, C, H, W)`` interior of a flat padded buffer ``(C, N, L)`` (a new array)."""
     xp = xp_of(dxpad=dxpad)
     dx = xp.empty((g.n, g.c, g.h, g.w), dtype=dxpad.dtype)
-    dx.transpose(1, 0, 2, 3)[...] = _image(dxpad, g)[:, :, g.p:g.p + g.h, g.p:g.p + g.w]
+    dx.transpose(1, 0, 2, 3)[...] = _image(dxpad, g)[:, :, g.p:g.p + g.h, g.col0:g.col0 + g.w]
     return dx
 
 
