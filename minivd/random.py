@@ -44,12 +44,14 @@ def box_muller(rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
     Box & Muller (1958): for independent :math:`U_1, U_2 \sim U[0, 1)`,
     :math:`R = \sqrt{-2\log(1 - U_1)}` and :math:`\Theta = 2\pi U_2` give two independent
     standard normals :math:`R\cos\Theta` and :math:`R\sin\Theta`. ``1 − U₁`` lies in
-    ``(0, 1]``, so the log is finite. Five vectorised ufunc passes (log, sqrt, cos, sin and a
-    product) cost about 2.5× less here than NumPy's ziggurat ``standard_normal`` in float32.
+    ``(0, 1]``, so the log is finite. Its nine vectorised ufunc calls (the log, sqrt, cos and
+    sin among them) cost about 2.5× less here than NumPy's ziggurat ``standard_normal`` in
+    float32.
 
     The uniforms have ``out``'s precision: in float32 they are multiples of ``2⁻²⁴``, so
-    ``|z| ≤ √(48 log 2) ≈ 5.77`` (the mass cut off beyond is ``8·10⁻⁹``), as in the float32
-    Box–Muller samplers of PyTorch and cuRAND; in float64 the cap is ``8.57``.
+    ``|z| ≤ √(48 log 2) ≈ 5.77`` (the mass cut off beyond is ``8·10⁻⁹``), as in PyTorch's CPU
+    float32 sampler; in float64 the cap is ``8.57``. (CuPy generators use cuRAND's own
+    sampler, whose 32-bit uniforms cap at ≈ 6.76.)
     """
     n = out.size
     h = (n + 1) // 2  # pairs; an odd n drops the last sine

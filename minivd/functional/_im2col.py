@@ -2,7 +2,7 @@
 
 Layout (chosen by measurement; see ``benchmarks/bench_conv.py``). Inside the conv ops the
 input lives in a zero-padded, channel-major copy ``xpad (C, N, L)``: image ``(c, n)`` is
-flattened row by row (rows of ``Wp`` floats: ``W + 2p``, or fewer when wide, below). The
+flattened row by row (rows of ``Wp`` floats: ``W + 2p``, or at most that when wide, below). The
 im2col matrix is stored **transposed**, ``(C·KH·KW, N·H_out·Wq)``: row ``(c, a, e)``
 (channel, kernel row, kernel column: the order of ``w.reshape(C_out, -1)``, so kernels need
 no copy) holds input pixel ``(i·s + a, j·s + e)`` of channel ``c`` for every output position
@@ -264,7 +264,7 @@ class ConvBlocks:
 
     def cols(self, n0: int, n1: int, square: bool = False) -> tuple[Any, Any]:
         """``(X_bᵀ, (X_b∘X_b)ᵀ or None)``: the transposed im2col matrix of examples
-        ``n0:n1`` with a row of ones appended, ``(C·KH·KW + 1, (n1 − n0)·H_out·W_out)``: one
+        ``n0:n1`` with a row of ones appended, ``(C·KH·KW + 1, (n1 − n0)·H_out·Wq)``: one
         copy of the window view (and its square, taken while the block is in cache).
 
         The ones row lets a product with ``[W | b]`` add the bias, and one with ``G`` sum
