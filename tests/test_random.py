@@ -44,28 +44,27 @@ def test_cosine_and_sine_halves_are_uncorrelated_and_odd_sizes_fill_every_value(
         assert np.isfinite(z).all()
 
 
-class _ConstantUniforms:
-    """A stand-in generator whose ``random`` returns one value everywhere."""
+class _FixedUniforms:
+    """A stand-in generator whose ``random`` repeats the given values."""
 
-    def __init__(self, u):
-        self.u = u
+    def __init__(self, *values):
+        self.values = values
 
     def random(self, n, dtype):
-        return np.full(n, self.u, dtype=dtype)
+        return np.resize(np.array(self.values, dtype=dtype), n)
 
 
 def test_extreme_uniforms_give_radius_zero_and_the_float32_cap():
     # U₁ = 0 (drawn with probability 2⁻²⁴ per pair): 1 − U₁ = 1, radius 0, so the values are 0
     # (a log(U₁) sampler would give inf or NaN here); the largest float32 U₁, 1 − 2⁻²⁴, gives
     # the largest radius sqrt(−2 log 2⁻²⁴) = sqrt(48 log 2) ≈ 5.77 (cos 0 = 1 at U₂ = 0)
-    zero = box_muller(_ConstantUniforms(0.0), np.empty(6, np.float32))
+    zero = box_muller(_FixedUniforms(0.0), np.empty(6, np.float32))
     np.testing.assert_array_equal(zero, 0)
-    top = box_muller(_ConstantUniforms(1 - 2.0**-24), np.empty(6, np.float32))
+    top = box_muller(_FixedUniforms(1 - 2.0**-24), np.empty(6, np.float32))
     cap = np.sqrt(48 * np.log(2))
     assert np.isfinite(top).all() and np.abs(top).max() <= cap * (1 + 1e-6)
-    pair = _ConstantUniforms(None)
-    pair.random = lambda n, dtype: np.array([1 - 2.0**-24, 0.0], dtype=dtype)
-    z = box_muller(pair, np.empty(2, np.float32))  # U₁ = 1 − 2⁻²⁴, U₂ = 0: (R cos 0, R sin 0)
+    # U₁ = 1 − 2⁻²⁴, U₂ = 0: (R cos 0, R sin 0)
+    z = box_muller(_FixedUniforms(1 - 2.0**-24, 0.0), np.empty(2, np.float32))
     assert abs(z[0] - cap) <= 1e-6 * cap and z[1] == 0
 
 
