@@ -322,6 +322,17 @@ def test_maxpool_tie_goes_to_first_maximum_in_row_major_order(xp):
     assert to_numpy(dx).tolist() == [[[[0.0, 3.0, 0.0]]]]
 
 
+def test_maxpool_nan_in_a_window_gives_nan(xp):
+    """A NaN anywhere in a window (first or later) makes that output NaN, as ``max`` does;
+    windows without one are unaffected."""
+    nan = float("nan")
+    x = on(xp, [[[[nan, 1.0, 2.0, 0.0], [0.0, 0.0, 1.0, nan]],
+                 [[1.0, 2.0, 3.0, 4.0], [5.0, 6.0, 7.0, 8.0]]]])
+    out = to_numpy(F.maxpool2d_forward(x, 2)[0])
+    assert np.isnan(out[0, 0]).all()
+    assert out[0, 1].tolist() == [[6.0, 8.0]]
+
+
 @given(shape=st.lists(st.integers(1, 4), min_size=2, max_size=4), seed=seeds)
 def test_flatten_gradcheck(xp, shape, seed):
     x = on(xp, np.random.default_rng(seed).standard_normal(shape))
