@@ -119,11 +119,12 @@ BLOCKS = st.sampled_from([1, 1 << 30])  # one example per block, or the whole ba
 
 @given(case=small_cases, seed=seeds, bias=st.booleans(), block=BLOCKS)
 def test_conv_gradcheck(xp, case, seed, bias, block):
-    _im2col._BLOCK_ELEMENTS, default = block, _im2col._BLOCK_ELEMENTS
+    default = _im2col._BLOCK_ELEMENTS, _im2col._BLOCK_COLUMNS
+    _im2col._BLOCK_ELEMENTS = _im2col._BLOCK_COLUMNS = block
     try:
         _conv_gradcheck(xp, case, seed, bias)
     finally:
-        _im2col._BLOCK_ELEMENTS = default
+        _im2col._BLOCK_ELEMENTS, _im2col._BLOCK_COLUMNS = default
 
 
 def _conv_gradcheck(xp, case, seed, bias):
@@ -155,11 +156,12 @@ SAMPLED = {  # op: (forward, backward, noise shape from (case, H_out, W_out))
 @pytest.mark.parametrize("op", list(SAMPLED))
 @given(case=small_cases, seed=seeds, bias=st.booleans(), block=BLOCKS)
 def test_sampled_conv_gradcheck(xp, op, case, seed, bias, block):
-    _im2col._BLOCK_ELEMENTS, default = block, _im2col._BLOCK_ELEMENTS
+    default = _im2col._BLOCK_ELEMENTS, _im2col._BLOCK_COLUMNS
+    _im2col._BLOCK_ELEMENTS = _im2col._BLOCK_COLUMNS = block
     try:
         _sampled_gradcheck(xp, op, case, seed, bias)
     finally:
-        _im2col._BLOCK_ELEMENTS = default
+        _im2col._BLOCK_ELEMENTS, _im2col._BLOCK_COLUMNS = default
 
 
 def _sampled_gradcheck(xp, op, case, seed, bias):
@@ -214,6 +216,7 @@ def test_blocks_of_examples_match_one_block(monkeypatch, c, o, stride, wide):
 
     def run(block):
         monkeypatch.setattr(_im2col, "_BLOCK_ELEMENTS", block)
+        monkeypatch.setattr(_im2col, "_BLOCK_COLUMNS", block)
         out, cache = F.lrt_conv2d_forward(x, wm, wv, b, noise, stride, 1)
         out2, cache2 = F.conv2d_forward(x, wm, b, stride, 1)
         out3, cache3 = F.per_example_conv2d_forward(x, wm, wv, b, e, stride, 1)
