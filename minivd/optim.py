@@ -170,14 +170,19 @@ class ParameterAverage:
         self.avg: dict[str, Any] = {}
 
     def update(self, triples: Iterable[Triple]) -> None:
+        """``avg ← d·avg + (1 − d)·param`` for every parameter (a copy on the first call)."""
         d = self.decay
+
+        def ema(a: Any, p: Any, out: tuple | None = None) -> None:
+            a *= d  # ``a`` is the block of ``out`` itself: in place
+            a += (1 - d) * p
+
         for name, p, _ in triples:
             a = self.avg.get(name)
             if a is None:
                 self.avg[name] = p.copy()
-            else:
-                a *= d
-                a += (1 - d) * p
+            else:  # cache-sized blocks: one trip through memory, not three
+                rowwise(ema, a, p, out=(a,))
 
     def swap(self, triples: Iterable[Triple]) -> None:
         for name, p, _ in triples:

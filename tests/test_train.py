@@ -8,7 +8,7 @@ import pytest
 from minivd.checkpoint import CheckpointError
 from minivd.data import Dataset
 from minivd.model import METHODS, build_model
-from minivd.optim import Adam, linear_decay_lr
+from minivd.optim import Adam, ParameterAverage, linear_decay_lr
 from minivd.train import NonFiniteLossError, TrainConfig, Trainer
 
 
@@ -213,6 +213,26 @@ def test_adam_matches_textbook_update():
         v = 0.999 * v + 0.001 * g * g
         ref = ref - 0.1 * (m / (1 - 0.9**t)) / (np.sqrt(v / (1 - 0.999**t)) + 1e-8)
     np.testing.assert_allclose(p, ref, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("shape", [(3, 2), (600, 300)])  # the second is split into blocks
+def test_parameter_average_is_the_exponential_moving_average(shape):
+    """``update`` follows avg ← d·avg + (1 − d)·p from a copy of the first value (float64
+    recurrence: rounding only), and ``swap`` twice restores both sets of values."""
+    r = np.random.default_rng(0)
+    p = r.standard_normal(shape)
+    avg, ref = ParameterAverage(0.9), p.copy()
+    avg.update([("p", p, None)])
+    for _ in range(4):
+        p += r.standard_normal(shape)
+        avg.update([("p", p, None)])
+        ref = 0.9 * ref + 0.1 * p
+    np.testing.assert_allclose(avg.avg["p"], ref, rtol=1e-13, atol=1e-15)
+    live, averaged = p.copy(), avg.avg["p"].copy()
+    avg.swap([("p", p, None)])
+    assert np.array_equal(p, averaged) and np.array_equal(avg.avg["p"], live)
+    avg.swap([("p", p, None)])
+    assert np.array_equal(p, live) and np.array_equal(avg.avg["p"], averaged)
 
 
 def test_builders_and_bad_names():
