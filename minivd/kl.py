@@ -117,8 +117,8 @@ def _sigmoid(xp: Any, z: Any, negate: bool = False) -> Any:
 
     Accurate in both tails: for large ``z`` the exp is tiny; for very negative ``z`` it
     overflows to inf (beyond −88 in float32) and ``1/(1 + inf) = 0`` is the right limit, so
-    that warning is silenced. No ``where``: NumPy's three-array ``where`` cost 7 ns per
-    element here, ten times this whole function."""
+    that warning is silenced. No ``where``: NumPy's three-array ``where`` alone cost
+    several times this whole function here (4–7 ns per element against 1.5)."""
     with np.errstate(over="ignore"):
         e = xp.exp(z) if negate else xp.exp(-z)
     return 1 / (e + 1)

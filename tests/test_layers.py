@@ -99,11 +99,12 @@ def test_backward_with_kl_equals_backward_then_kl_backward(xp, sampler, param, m
         for fused in (False, True):
             out = layer.forward(x, rng=make_rng(3, be))
             dout = on(xp, np.random.default_rng(4).standard_normal(out.shape), "float32")
+            scale = np.float64(0.37)  # a NumPy scalar, as β/N may be: no dtype promotion
             if fused:
-                dx = layer.backward_with_kl(dout, 0.37)
+                dx = layer.backward_with_kl(dout, scale)
             else:
                 dx = layer.backward(dout)
-                layer.kl_backward(0.37)
+                layer.kl_backward(scale)
             grads.append({"x": dx} | {k: v.copy() for k, v in layer.grads.items()})
         one_pass_expected = (param in ("weight", "sparse") and sampler != "mean"
                              and xp.__name__ == "numpy")

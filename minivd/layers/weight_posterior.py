@@ -43,6 +43,7 @@ def _k15_backward_plus_mean(dvar: Any, dw_mean: Any, theta: Any, alpha: Any, var
     dtheta += dw_mean
     return dtheta, dla
 
+
 class M17Step(NamedTuple):
     """What a training forward keeps of the M17 map: its cache and the ``log α`` it computed
     (the KL gradient needs it; no second pass of logs)."""
@@ -127,11 +128,12 @@ class WeightPosterior:
 
         θ is the mean, so ``dθ = dw_mean`` plus, for K15 (σ² = αθ²), the path through σ².
         With ``kl_scale``, ``kl_scale · ∂KL/∂params`` is added too (what :meth:`kl_backward`
-        adds): for a learned per-weight K15 ``log α`` on NumPy in the same blocked pass, which
-        overwrites ``dw_mean`` and ``dw_var`` with the results (the op made them for us);
-        with ``minivd._fused.FUSE = False`` as the two plain calls.
+        adds): for a learned per-weight K15 ``log α`` and for M17, on NumPy, in the same
+        blocked pass, which overwrites ``dw_mean`` and ``dw_var`` with the results (the op made
+        them for us); otherwise, or with ``minivd._fused.FUSE = False``, as the two plain calls.
         """
         if kl_scale is not None:
+            kl_scale = float(kl_scale)  # a NumPy float64 scale would promote the plain path
             numpy = _fused.FUSE and isinstance(dw_var, np.ndarray)
             if (numpy and self.learn_alpha and not self.sparse
                     and isinstance(map_cache, K15Cache)
@@ -144,7 +146,8 @@ class WeightPosterior:
                 self.kl_backward(kl_scale, grads, map_cache)
             return
         if self.sparse:
-            _, grads["log_sigma2"] = m17_variance_backward(dw_var, None, map_cache.cache)
+            cache = map_cache.cache if isinstance(map_cache, M17Step) else map_cache
+            _, grads["log_sigma2"] = m17_variance_backward(dw_var, None, cache)
             grads["theta"] = dw_mean  # M17: σ² does not depend on θ
             return
         fused = kernel("k15_backward_plus_mean", dw_var)
@@ -229,11 +232,13 @@ class WeightPosterior:
     def kl_backward(self, scale: float, grads: dict, map_cache: Any = None) -> None:
         """Add ``scale · ∂KL/∂params`` into ``grads``.
 
-        ``map_cache`` (from this step's training forward) lets K15 reuse ``α = exp(log α)``:
-        like the data gradient, the KL gradient is then taken at the forward pass's parameters.
+        ``map_cache`` (from this step's training forward) lets K15 reuse ``α = exp(log α)``
+        and M17 its ``log α``: like the data gradient, the KL gradient is then taken at the
+        forward pass's parameters (call it before the optimiser step, as training does).
         """
         if not self.learn_alpha:
             return
+        scale = float(scale)
         if self.sparse:
             if isinstance(map_cache, M17Step):  # this step's forward pass computed log α
                 cache, la = map_cache
