@@ -77,8 +77,17 @@ class Sequential:
             layer.kl_backward(scale * self.kl_factor)
 
     def project(self) -> None:
+        """Clip every constrained parameter into its range (after an optimiser step that was
+        not given :meth:`bounds`)."""
         for layer in self.layers:
             layer.project()
+
+    def bounds(self) -> dict[str, tuple[float | None, float | None]]:
+        """``{name: (lo, hi)}`` of the constrained parameters, named as in :meth:`parameters`:
+        ``opt.step(model.parameters(), bounds=model.bounds())`` is ``opt.step(...)`` then
+        :meth:`project`, with the clip done in the optimiser's pass over each parameter."""
+        return {f"{i}.{type(layer).__name__}.{k}": b
+                for i, layer in enumerate(self.layers) for k, b in layer.bounds().items()}
 
     def parameters(self) -> Iterator[tuple[str, Any, Any]]:
         """``(name, param, grad)`` triples, names like ``"2.VariationalDense.theta"``."""

@@ -114,6 +114,7 @@ class Trainer:
             config.model, config.method, width=config.width, depth=config.depth,
             in_features=x.shape[1], n_classes=int(max(data.y_train.max(), data.y_test.max())) + 1,
             seed=config.seed, backend=config.backend)
+        self.bounds = self.model.bounds()  # constrained parameters, clipped in each step
         self.opt = (Adam(config.lr) if config.optimizer == "adam"
                     else SGD(config.lr, config.momentum))
         self.schedule = (constant_lr(config.lr) if config.lr_schedule == "constant" else
@@ -203,8 +204,8 @@ class Trainer:
                     f"loss is {ce} at step {self.step + 1} (epoch {self.epoch + 1}, batch "
                     f"{self.batch_index + 1}); parameters not updated, last good checkpoint "
                     f"kept at {self.checkpoint_path}")
-            self.opt.step(self.model.parameters(), lr=self.schedule(pos))
-            self.model.project()
+            # projected step: K15's log α ≤ 0 is clipped inside the optimiser's pass
+            self.opt.step(self.model.parameters(), lr=self.schedule(pos), bounds=self.bounds)
             if self.avg:
                 self.avg.update(self.model.parameters())
             self.step += 1

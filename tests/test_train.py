@@ -235,6 +235,52 @@ def test_parameter_average_is_the_exponential_moving_average(shape):
     assert np.array_equal(p, live) and np.array_equal(avg.avg["p"], averaged)
 
 
+@pytest.mark.parametrize("opt_cls", ["adam", "sgd"])
+def test_step_with_bounds_equals_step_then_project(opt_cls):
+    """The projected step (what training runs) gives the same bits as a plain step followed
+    by ``model.project()``, on a model whose 600×300 layer is updated in blocks; a large step
+    pushes many ``log α`` over the bound, so the clip matters."""
+    from minivd import make_rng
+    from minivd.optim import SGD
+
+    r = np.random.default_rng(0)
+    x = r.standard_normal((8, 20)).astype(np.float32)
+    y = r.integers(0, 10, 8)
+    states = []
+    for fold in (False, True):
+        model = build_model("mlp", "vd-b", width=600, depth=2, in_features=20, seed=0)
+        model.layers[-1].params["log_alpha"][...] = -0.01  # close to the bound
+        opt = Adam(0.05) if opt_cls == "adam" else SGD(0.5)
+        rng = make_rng(1, np)
+        for _ in range(3):
+            model.loss_and_grads(x, y, rng=rng, kl_scale=1e-3)
+            if fold:
+                opt.step(model.parameters(), bounds=model.bounds())
+            else:
+                opt.step(model.parameters())
+                model.project()
+        states.append(model.state())
+    assert states[0].keys() == states[1].keys()
+    for k in states[0]:
+        assert np.array_equal(states[0][k], states[1][k]), k
+    la = [v for k, v in states[1].items() if k.endswith("log_alpha")]
+    assert max(float(a.max()) for a in la) == 0.0  # on the bound, not above
+    assert sum(int((a == 0).sum()) for a in la) > 100  # many were clipped
+
+
+def test_bounds_name_the_constrained_parameters():
+    names = {n for n, _, _ in build_model("mlp", "vd-b", width=8).parameters()}
+    b = build_model("mlp", "vd-b", width=8).bounds()
+    assert set(b) == {n for n in names if n.endswith("log_alpha")} and len(b) == 3
+    assert all(v == (None, 0.0) for v in b.values())
+    assert len(build_model("mlp", "vd-a", width=8).bounds()) == 3  # GaussianDropout's log α
+    assert build_model("mlp", "sparse-vd", width=8).bounds() == {}  # M17: unbounded
+    assert build_model("mlp", "none", width=8).bounds() == {}
+    model = build_model("mlp", "vd-b", width=8)
+    with pytest.raises(ValueError, match="not being stepped.*typo"):
+        Adam().step(model.parameters(), bounds={"typo": (None, 0.0)})
+
+
 def test_builders_and_bad_names():
     m = build_model("lenet-300-100", "sparse-vd")
     assert [tuple(p.shape) for n, p, _ in m.parameters() if n.endswith("theta")] == [

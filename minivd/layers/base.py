@@ -8,9 +8,24 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import backend_name, resolve_backend
+from .._rowwise import rowwise
+from ..backend import backend_name, get_xp, resolve_backend
 
-__all__ = ["Layer", "init_generator", "p_to_log_alpha"]
+__all__ = ["Layer", "init_generator", "p_to_log_alpha", "clip_into"]
+
+
+def clip_into(a: Any, lo: float | None, hi: float | None) -> None:
+    """``a ← min(max(a, lo), hi)`` in place, over cache-sized blocks on NumPy (``None``: no
+    bound on that side)."""
+    def clip(b: Any, out: tuple | None = None) -> None:
+        xp = get_xp(b)
+        if hi is not None:
+            xp.minimum(b, hi, out=b)
+        if lo is not None:
+            xp.maximum(b, lo, out=b)
+
+    if lo is not None or hi is not None:
+        rowwise(clip, a, out=(a,))
 
 
 class Layer:
@@ -35,9 +50,13 @@ class Layer:
         the two (the variational layers share their weight-sized passes). Models call this,
         with ``need_dx=False`` for their first layer with parameters: a layer may then skip
         ``dx`` and return None (the variational layers do with ``sampler="lrt"``).
+    ``bounds() -> {key: (lo, hi)}``
+        The range of each constrained parameter (K15's ``log α ≤ 0`` is ``(None, 0.0)``;
+        ``None``: unbounded on that side); empty for unconstrained layers. Optimisers take
+        them to clip in the same pass as their update (``step(..., bounds=...)``).
     ``project()``
-        Puts constrained parameters back into their range after an optimiser step (K15's
-        ``log α ≤ 0``); a no-op for unconstrained layers.
+        Clips every constrained parameter into its ``bounds()`` (in place): what to call
+        after an optimiser step that was not given the bounds.
     """
 
     def __init__(self) -> None:
@@ -62,8 +81,12 @@ class Layer:
         self.kl_backward(scale)
         return dx
 
+    def bounds(self) -> dict[str, tuple[float | None, float | None]]:
+        return {}
+
     def project(self) -> None:
-        return None
+        for key, (lo, hi) in self.bounds().items():
+            clip_into(self.params[key], lo, hi)
 
     def _need_cache(self) -> Any:
         if self._cache is None:

@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from ..backend import get_xp
 from ..functional import (
     bernoulli_dropout_backward,
     bernoulli_dropout_forward,
@@ -185,10 +184,9 @@ class GaussianDropout(Layer):
             self.grads["log_alpha"] += (scale * self._copies()) * kl_k15_grad(
                 self.params["log_alpha"])
 
-    def project(self) -> None:
-        if self.learn_alpha:
-            la = self.params["log_alpha"]
-            get_xp(la).minimum(la, K15_LOG_ALPHA_MAX, out=la)
+    def bounds(self) -> dict[str, tuple[float | None, float | None]]:
+        """A learned ``log α`` stays ``≤ 0``, where the K15 KL is valid."""
+        return {"log_alpha": (None, K15_LOG_ALPHA_MAX)} if self.learn_alpha else {}
 
 
 class Reshape(Layer):

@@ -265,12 +265,11 @@ class WeightPosterior:
         else:
             rowwise(add_kl_grad, la, alpha, g, out=(g,))  # in place
 
-    def project(self) -> None:
-        """Clip a learned K15 ``log α`` back to ``≤ 0`` (in place), after an optimiser step."""
+    def bounds(self) -> dict[str, tuple[float | None, float | None]]:
+        """A learned K15 ``log α`` stays ``≤ 0`` (M17's ``log σ²`` is unbounded)."""
         if self.learn_alpha and not self.sparse:
-            la = self.params["log_alpha"]
-            rowwise(lambda a, out: get_xp(a).minimum(a, K15_LOG_ALPHA_MAX, out=out[0]),
-                    la, out=(la,))
+            return {"log_alpha": (None, K15_LOG_ALPHA_MAX)}
+        return {}
 
 
 class _StepCache(NamedTuple):
@@ -342,5 +341,5 @@ class VariationalLayer(Layer):
         map_cache = self._cache.map_cache if self._cache is not None else None
         self.posterior.kl_backward(scale, self.grads, map_cache)
 
-    def project(self) -> None:
-        self.posterior.project()
+    def bounds(self) -> dict[str, tuple[float | None, float | None]]:
+        return self.posterior.bounds()
