@@ -79,7 +79,16 @@ def test_sparse_vd_tiny_run(tmp_path, capsys):
     assert sparse_vd.main(args) == 0
     out = capsys.readouterr().out
     assert "compression" in out and "M17 68x" in out
-    (rec,) = [json.loads(p.read_text()) for p in (tmp_path / "res").glob("*.json")]
+    (path,) = (tmp_path / "res").glob("*.json")
+    rec = json.loads(path.read_text())
     assert len(rec["sparsity"]) == 3 and rec["compression"] >= 1
+    assert rec["resumed_from_epoch"] == 0
+    # without its JSON, the run continues from its checkpoint (here: already at the end)
+    path.unlink()
+    assert sparse_vd.main(args) == 0
+    assert "resuming after epoch 1 of 1" in capsys.readouterr().out
+    again = json.loads(path.read_text())
+    assert again["resumed_from_epoch"] == 1
+    assert again["test_error"] == rec["test_error"] and again["history"] == rec["history"]
     with pytest.raises(SystemExit):
         sparse_vd.parse(["--epochs", "0"])

@@ -6,7 +6,10 @@ linear ramp to 1 by epoch 20. We report test error with the mean weights masked 
 log α ≥ 3, per-layer sparsity and the compression ratio (weights only), beside M17's
 1.92% / 68× (LeNet-300-100) and 0.75% / 280× (LeNet-5). ``--fashion`` trains LeNet-5 on
 Fashion-MNIST with every method instead (our extension; no paper numbers).
-Each run is stored as its own JSON under ``--results`` and skipped when present.
+Each run is stored as its own JSON under ``--results`` and skipped when present; a run that
+was stopped (Ctrl-C saves a checkpoint; so does every epoch) continues from its checkpoint
+in ``RESULTS/runs/`` when the same command is run again, so a 200-epoch LeNet-5 run can span
+several sessions.
 
     python benchmarks/paper/sparse_vd.py --models lenet-300-100 lenet-5 --epochs 200
     python benchmarks/paper/sparse_vd.py --fashion --epochs 50
@@ -40,9 +43,15 @@ def run(model: str, method: str, dataset: str, seed: int, args: argparse.Namespa
                       train_limit=args.train_limit)
     t0 = time.time()
     trainer = Trainer(cfg, data, args.results / "runs" / path.stem, log=io.StringIO())
+    if trainer.checkpoint_path.exists():  # a run stopped earlier (Ctrl-C, end of a session)
+        trainer.resume()  # bit-for-bit on NumPy
+        print(f"{path.stem}: resuming after epoch {trainer.epoch} of {e} from "
+              f"{trainer.checkpoint_path}", flush=True)
+    resumed_from = trainer.epoch
     trainer.fit()
     m = trainer.final_metrics()
-    m.update(seconds=time.time() - t0, backend=args.backend)
+    # seconds: this invocation's wall time; sum(epoch_seconds): the training steps of all
+    m.update(seconds=time.time() - t0, backend=args.backend, resumed_from_epoch=resumed_from)
     write_json(path, m)
     return m
 
