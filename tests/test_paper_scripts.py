@@ -92,3 +92,15 @@ def test_sparse_vd_tiny_run(tmp_path, capsys):
     assert again["test_error"] == rec["test_error"] and again["history"] == rec["history"]
     with pytest.raises(SystemExit):
         sparse_vd.parse(["--epochs", "0"])
+
+
+def test_bench_step_runs_and_rejects_bad_steps(capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_step
+
+    bench_step.main(["--model", "mlp", "--width", "8", "--depth", "1", "--method", "vd-b",
+                     "--steps", "2", "--polyak"])
+    out = capsys.readouterr().out
+    assert "mlp 8x1, vd-b, polyak" in out and "s per epoch" in out
+    with pytest.raises(SystemExit):
+        bench_step.main(["--steps", "0"])
