@@ -225,7 +225,11 @@ def test_blocks_of_examples_match_one_block(monkeypatch, c, o, stride, wide):
 
     bufsize = np.getbufsize()
     results = [run(block) for block in (1, 3 * (g.k + 1) * g.m, 1 << 30)]
+    monkeypatch.setattr(_im2col, "_UNBUFFERED_RUN", 1)  # wide runs scattered without buffers
+    results.append(run(1 << 30))
     assert np.getbufsize() == bufsize  # the scatter's small ufunc buffers are scoped
+    for a, b_ in zip(results[2], results[3]):  # buffering changes no arithmetic
+        assert np.array_equal(a, b_)
     for other in results[1:]:
         for a, b_ in zip(results[0], other):
             assert np.allclose(a, b_, rtol=1e-12, atol=1e-12)
