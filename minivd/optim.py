@@ -21,6 +21,7 @@ from typing import Any
 from ._fused import kernel
 from ._rowwise import rowwise
 from .backend import get_xp
+from .layers.base import clip_to_bounds
 
 __all__ = ["Adam", "SGD", "constant_lr", "linear_decay_lr", "ParameterAverage"]
 
@@ -36,14 +37,6 @@ def _check_bounds(triples: list[Triple], bounds: Bounds | None) -> Bounds:
     if unknown:
         raise ValueError(f"bounds name parameters that are not being stepped: {sorted(unknown)}")
     return bounds
-
-
-def _clip(xp: Any, p: Any, lo: float | None, hi: float | None) -> None:
-    """``p ← min(max(p, lo), hi)`` in place (the order of ``Layer.project``)."""
-    if hi is not None:
-        xp.minimum(p, hi, out=p)
-    if lo is not None:
-        xp.maximum(p, lo, out=p)
 
 
 def _check_lr(lr: float) -> float:
@@ -104,7 +97,7 @@ class Adam:
             xp.divide(m, d, out=d)
             d *= step
             p -= d
-            _clip(xp, p, lo, hi)  # projection, while the block is in cache
+            clip_to_bounds(p, lo, hi)  # projection, while the block is in cache
 
         for name, p, g in triples:
             if g is None:
@@ -119,7 +112,7 @@ class Adam:
             fused = kernel("adam", p)
             if fused is not None:  # CuPy: the whole update in one launch
                 fused(g, b1, b2, step, eps, p, st["m"], st["v"])
-                _clip(get_xp(p), p, lo, hi)
+                clip_to_bounds(p, lo, hi)
             elif p.ndim == 0:
                 update(p, g, st["m"], st["v"], lo=lo, hi=hi)
             else:
@@ -167,7 +160,7 @@ class SGD:
             u *= self.momentum
             u += g
             p -= lr * u
-            _clip(get_xp(p), p, *bounds.get(name, (None, None)))
+            clip_to_bounds(p, *bounds.get(name, (None, None)))
 
     state_arrays = Adam.state_arrays
     load_state_arrays = Adam.load_state_arrays

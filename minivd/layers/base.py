@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from types import ModuleType
 from typing import Any
 
@@ -11,21 +12,19 @@ import numpy as np
 from .._rowwise import rowwise
 from ..backend import backend_name, get_xp, resolve_backend
 
-__all__ = ["Layer", "init_generator", "p_to_log_alpha", "clip_into"]
+__all__ = ["Layer", "init_generator", "p_to_log_alpha", "clip_to_bounds"]
 
 
-def clip_into(a: Any, lo: float | None, hi: float | None) -> None:
-    """``a ← min(max(a, lo), hi)`` in place, over cache-sized blocks on NumPy (``None``: no
-    bound on that side)."""
-    def clip(b: Any, out: tuple | None = None) -> None:
-        xp = get_xp(b)
-        if hi is not None:
-            xp.minimum(b, hi, out=b)
-        if lo is not None:
-            xp.maximum(b, lo, out=b)
-
-    if lo is not None or hi is not None:
-        rowwise(clip, a, out=(a,))
+def clip_to_bounds(a: Any, lo: float | None, hi: float | None, out: tuple | None = None
+                   ) -> None:
+    """``a ← min(max(a, lo), hi)`` in place (``None``: no bound on that side); what
+    :meth:`Layer.project` does per block and the optimisers do after each update. ``out`` is
+    ignored (``a`` is written), so :func:`~minivd._rowwise.rowwise` can call it on blocks."""
+    xp = get_xp(a)
+    if hi is not None:
+        xp.minimum(a, hi, out=a)
+    if lo is not None:
+        xp.maximum(a, lo, out=a)
 
 
 class Layer:
@@ -86,7 +85,8 @@ class Layer:
 
     def project(self) -> None:
         for key, (lo, hi) in self.bounds().items():
-            clip_into(self.params[key], lo, hi)
+            p = self.params[key]
+            rowwise(partial(clip_to_bounds, lo=lo, hi=hi), p, out=(p,))
 
     def _need_cache(self) -> Any:
         if self._cache is None:
