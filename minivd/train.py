@@ -239,8 +239,9 @@ class Trainer:
     def fit(self, on_epoch: Any = None) -> list[dict]:
         """Train to ``cfg.epochs``; Ctrl-C saves a checkpoint and re-raises KeyboardInterrupt.
 
-        ``on_epoch(trainer)``, if given, runs after each epoch's evaluation (e.g. to record
-        the test error at the best validation epoch, for early stopping).
+        ``on_epoch(trainer)``, if given, runs after each epoch's evaluation and before its
+        checkpoint, so what it adds to ``trainer.history[-1]`` is saved with it (e.g. the
+        test error at each epoch, for early stopping on the validation error).
         """
         old = signal.signal(signal.SIGINT, self._on_sigint)
         try:
@@ -254,10 +255,12 @@ class Trainer:
                     "kl": kl, "valid_error": valid})
                 print(f"epoch {self.epoch + 1}: valid error {100 * valid:.2f}% | "
                       f"{secs:.1f} s of training steps", file=self.log, flush=True)
+                # the next epoch starts here: a checkpoint saved from now on (even one that
+                # ``on_epoch`` interrupts) resumes at its first batch with its own permutation
                 self.epoch, self.batch_index = self.epoch + 1, 0
+                self.epoch_start_state = self.shuffle_rng.bit_generator.state
                 if on_epoch is not None:
                     on_epoch(self)
-                self.epoch_start_state = self.shuffle_rng.bit_generator.state
                 self.save()
         except KeyboardInterrupt:
             path = self.save()

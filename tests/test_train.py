@@ -152,6 +152,30 @@ def test_resume_equals_uninterrupted(tmp_path, method):
         np.testing.assert_array_equal(v, resumed.model.state()[k], err_msg=k)
 
 
+def test_stop_inside_on_epoch_resumes_with_the_next_epochs_permutation(tmp_path):
+    """A callback interrupted after epoch 1 (its checkpoint is the one the fit loop saves on
+    the way out) resumes at epoch 2 with epoch 2's batches, not epoch 1's again."""
+    data = xor_data(n=500)
+    cfg = TrainConfig(dataset="xor", width=16, depth=1, method="vd-b", epochs=3, batch=50)
+    straight = quiet_trainer(cfg, data, tmp_path / "a")
+    straight.fit()
+
+    def stop_after_epoch_1(t):
+        t.history[-1]["marker"] = t.epoch  # what a callback adds is saved with the checkpoint
+        if t.epoch == 1:
+            raise KeyboardInterrupt
+
+    run = quiet_trainer(cfg, data, tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        run.fit(on_epoch=stop_after_epoch_1)
+    resumed = quiet_trainer(cfg, data, tmp_path / "b")
+    resumed.resume()
+    assert resumed.epoch == 1 and resumed.history[0]["marker"] == 1
+    resumed.fit()
+    for k, v in _params(straight).items():
+        np.testing.assert_array_equal(v, resumed.model.state()[k], err_msg=k)
+
+
 def test_bad_checkpoints_are_refused(tmp_path):
     data = xor_data(n=200)
     cfg = TrainConfig(dataset="xor", width=8, depth=1, method="vd-b", epochs=1, batch=50)
