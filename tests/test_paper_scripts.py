@@ -70,6 +70,73 @@ def test_mnist_figure_cells_are_stored_and_skipped(tmp_path):
         mnist_figure.parse(["--methods", "bayes"])
 
 
+def test_mnist_figure_cell_stopped_then_resumed_equals_uninterrupted(tmp_path, monkeypatch,
+                                                                      capsys):
+    import mnist_figure
+
+    from minivd.train import Trainer
+
+    f = blobs_file(tmp_path / "blobs.npz")
+    base = ["--methods", "vd-b", "--widths", "8", "--epochs", "3", "--data-file", str(f)]
+    assert mnist_figure.main([*base, "--results", str(tmp_path / "a")]) == 0
+    (whole,) = mnist_figure.load_cells(tmp_path / "a")
+
+    calls = {"n": 0}
+    train_epoch = Trainer.train_epoch
+
+    def stop_in_epoch_2(self):  # as Ctrl-C does: the fit loop saves a checkpoint and re-raises
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return train_epoch(self)
+
+    monkeypatch.setattr(Trainer, "train_epoch", stop_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        mnist_figure.main([*base, "--results", str(tmp_path / "b")])
+    assert mnist_figure.load_cells(tmp_path / "b") == []  # no record for an unfinished cell
+    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+    capsys.readouterr()
+    assert mnist_figure.main([*base, "--results", str(tmp_path / "b")]) == 0
+    out = capsys.readouterr().out
+    assert "vd-b w=8 seed=0: resuming after epoch 1 of 3" in out
+    assert "vd-b w=8 seed=0: epoch 3/3, valid" in out and "epoch 1/3" not in out
+    (resumed,) = mnist_figure.load_cells(tmp_path / "b")
+    assert resumed["resumed_from_epoch"] == 1 and whole["resumed_from_epoch"] == 0
+
+    def no_seconds(history):
+        return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+    assert no_seconds(resumed["history"]) == no_seconds(whole["history"])  # bit-for-bit
+    assert all("test_error" in h for h in whole["history"])
+    for k in ("test_error", "best_epoch", "best_valid_error", "final_test_error"):
+        assert resumed[k] == whole[k]
+    best = min(whole["history"], key=lambda h: h["valid_error"])
+    assert (whole["best_epoch"], whole["test_error"]) == (best["epoch"], best["test_error"])
+
+
+def test_mnist_figure_restarts_a_cell_whose_checkpoint_lacks_test_errors(tmp_path, capsys):
+    import mnist_figure
+
+    from minivd.checkpoint import load_checkpoint, save_checkpoint
+
+    f = blobs_file(tmp_path / "blobs.npz")
+    args = ["--methods", "none", "--widths", "8", "--epochs", "1", "--data-file", str(f),
+            "--results", str(tmp_path / "res")]
+    assert mnist_figure.main(args) == 0
+    (cell,) = (tmp_path / "res").glob("*.json")
+    cell.unlink()
+    ckpt = tmp_path / "res" / "runs" / "none_w8_s0" / "checkpoint.npz"
+    arrays, meta = load_checkpoint(ckpt)
+    for h in meta["history"]:  # as the script wrote them before it kept per-epoch test errors
+        del h["test_error"]
+    save_checkpoint(ckpt, arrays, meta)
+    capsys.readouterr()
+    assert mnist_figure.main(args) == 0
+    assert "has no per-epoch test error; starting the cell over" in capsys.readouterr().out
+    rec = json.loads(cell.read_text())
+    assert rec["resumed_from_epoch"] == 0 and "test_error" in rec["history"][0]
+
+
 def test_sparse_vd_tiny_run(tmp_path, capsys):
     import sparse_vd
 

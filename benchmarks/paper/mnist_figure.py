@@ -2,8 +2,9 @@
 
 Every cell (method × width × seed) is trained by :class:`minivd.train.Trainer` and stored in
 its own JSON file under ``--results`` as soon as it finishes, so the grid can be filled over
-several runs and machines; cells already there are skipped. ``--jobs N`` runs N cells as
-parallel processes (on the GPU machine a small model leaves the GPU mostly idle).
+several runs and machines; cells already there are skipped, and a cell that was stopped
+continues from its checkpoint. ``--jobs N`` runs N cells as parallel processes (on the GPU
+machine a small model leaves the GPU mostly idle). Each cell prints a line per epoch.
 
 Recipe (documented; K15 gives Adam and early stopping, the rest is ours): Adam, batch 100,
 learning rate 1e-3 flat for the first half of ``--epochs`` then linear to 0, temporal
@@ -51,8 +52,18 @@ def cell_path(results: Path, method: str, width: int, seed: int, epochs: int) ->
     return results / f"{method}_w{width}_s{seed}_e{epochs}.json"
 
 
+def early_stop(history: list[dict]) -> dict:
+    """The first epoch of lowest validation error (its test error is the cell's result)."""
+    return min(history, key=lambda h: h["valid_error"])
+
+
 def run_cell(method: str, width: int, seed: int, args: argparse.Namespace) -> dict:
-    """Train one cell with the recipe; return (and store) its record."""
+    """Train one cell with the recipe; return (and store) its record.
+
+    The test error is measured after every epoch and kept in the history, so early stopping
+    can be decided afterwards and a stopped cell (Ctrl-C, the end of a session) continues from
+    its checkpoint in ``RESULTS/runs/`` when the same command is run again.
+    """
     from minivd.data import load_mnist, load_npz_dataset
     from minivd.train import TrainConfig, Trainer, write_json
 
@@ -61,25 +72,36 @@ def run_cell(method: str, width: int, seed: int, args: argparse.Namespace) -> di
                       batch=100, lr=1e-3, lr_schedule="linear",
                       lr_decay_start=args.epochs / 2, polyak=0.999, backend=args.backend,
                       seed=seed, train_limit=args.train_limit)
-    trainer = Trainer(cfg, data, args.results / "runs" / f"{method}_w{width}_s{seed}",
-                      log=io.StringIO())
-    best = {"valid_error": 2.0}
+    name = f"{method} w={width} seed={seed}"
+    out = args.results / "runs" / f"{method}_w{width}_s{seed}"
+    trainer = Trainer(cfg, data, out, log=io.StringIO())
+    if trainer.checkpoint_path.exists():
+        trainer.resume()  # bit-for-bit on NumPy; refuses a checkpoint made with other settings
+        if all("test_error" in h for h in trainer.history):
+            print(f"{name}: resuming after epoch {trainer.epoch} of {args.epochs}", flush=True)
+        else:  # made before the test error was recorded per epoch: early stopping can't be redone
+            print(f"{name}: {trainer.checkpoint_path} has no per-epoch test error; "
+                  "starting the cell over", flush=True)
+            trainer = Trainer(cfg, data, out, log=io.StringIO())
+    resumed_from = trainer.epoch
 
     def on_epoch(t: Trainer) -> None:
-        v = t.history[-1]["valid_error"]
-        if v < best["valid_error"]:  # early stopping: remember the test error here
-            best.update(valid_error=v, epoch=t.epoch,
-                        test_error=t.evaluate(data.x_test, data.y_test)["error"])
+        h = t.history[-1]
+        h["test_error"] = t.evaluate(data.x_test, data.y_test)["error"]
+        print(f"{name}: epoch {t.epoch}/{args.epochs}, valid {100 * h['valid_error']:.2f}%, "
+              f"{h['seconds']:.1f} s of steps", flush=True)
 
     t0 = time.time()
     trainer.fit(on_epoch=on_epoch)
+    best = early_stop(trainer.history)
     record = {"method": method, "width": width, "seed": seed, "epochs": args.epochs,
               "test_error": best["test_error"], "best_epoch": best["epoch"],
               "best_valid_error": best["valid_error"],
-              "final_test_error": trainer.evaluate(data.x_test, data.y_test)["error"],
-              "seconds": time.time() - t0, "backend": args.backend,
-              "host": platform.node(), "train_limit": args.train_limit,
-              "history": trainer.history}
+              "final_test_error": trainer.history[-1]["test_error"],
+              # this invocation's wall time; sum(h["seconds"]) is the training steps of all
+              "seconds": time.time() - t0, "resumed_from_epoch": resumed_from,
+              "backend": args.backend, "host": platform.node(),
+              "train_limit": args.train_limit, "history": trainer.history}
     write_json(cell_path(args.results, method, width, seed, args.epochs), record)
     return record
 

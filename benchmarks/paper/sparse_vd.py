@@ -9,7 +9,7 @@ Fashion-MNIST with every method instead (our extension; no paper numbers).
 Each run is stored as its own JSON under ``--results`` and skipped when present; a run that
 was stopped (Ctrl-C saves a checkpoint; so does every epoch) continues from its checkpoint
 in ``RESULTS/runs/`` when the same command is run again, so a 200-epoch LeNet-5 run can span
-several sessions.
+several sessions. Each run prints a line per epoch.
 
     python benchmarks/paper/sparse_vd.py --models lenet-300-100 lenet-5 --epochs 200
     python benchmarks/paper/sparse_vd.py --fashion --epochs 50
@@ -48,7 +48,14 @@ def run(model: str, method: str, dataset: str, seed: int, args: argparse.Namespa
         print(f"{path.stem}: resuming after epoch {trainer.epoch} of {e} from "
               f"{trainer.checkpoint_path}", flush=True)
     resumed_from = trainer.epoch
-    trainer.fit()
+
+    def progress(t: Trainer) -> None:
+        h = t.history[-1]
+        print(f"{path.stem}: epoch {t.epoch}/{e}, valid {100 * h['valid_error']:.2f}% (mean "
+              f"weights{', masked' if method == 'sparse-vd' else ''}), {h['seconds']:.1f} s "
+              "of steps", flush=True)
+
+    trainer.fit(on_epoch=progress)
     m = trainer.final_metrics()
     # seconds: this invocation's wall time; sum(epoch_seconds): the training steps of all
     m.update(seconds=time.time() - t0, backend=args.backend, resumed_from_epoch=resumed_from)
