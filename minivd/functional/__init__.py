@@ -27,7 +27,11 @@ from .dense import (
     lrt_dense_backward,
     lrt_dense_forward,
 )
-from .losses import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+from .losses import (
+    dust_threshold,
+    softmax_cross_entropy_backward,
+    softmax_cross_entropy_forward,
+)
 from .noise import (
     bernoulli_dropout_backward,
     bernoulli_dropout_forward,
@@ -67,6 +71,7 @@ __all__ = [
     "relu_forward",
     "relu_backward",
     "softmax_cross_entropy_forward",
+    "dust_threshold",
     "softmax_cross_entropy_backward",
     "bernoulli_dropout_forward",
     "bernoulli_dropout_backward",
