@@ -9,6 +9,12 @@ Constrained parameters (K15's ``log α ≤ 0``): ``step(triples, bounds=model.bo
 each bounded parameter right after its update, while its block is in cache. That is projected
 gradient descent, the same values as ``step(triples)`` then ``model.project()``, without a
 second trip through memory.
+
+Subnormal state: the moment of a parameter whose gradient is zero for long stretches (a
+weight on a rarely lit pixel, a unit that seldom fires) decays geometrically through the
+subnormal floats,
+where x86 arithmetic is ~100× slower; ``flush_subnormals()`` zeroes them (the trainer calls it
+once per epoch). A subnormal moment moves no parameter: its Adam step is ~10⁻³⁰·lr.
 """
 
 from __future__ import annotations
@@ -18,12 +24,14 @@ from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
+import numpy as np
+
 from ._fused import kernel
 from ._rowwise import rowwise
 from .backend import get_xp
 from .layers.base import clip_to_bounds
 
-__all__ = ["Adam", "SGD", "constant_lr", "linear_decay_lr", "ParameterAverage"]
+__all__ = ["Adam", "SGD", "constant_lr", "linear_decay_lr", "ParameterAverage", "flush_subnormals"]
 
 Triple = tuple[str, Any, Any]
 Bounds = dict[str, tuple[float | None, float | None]]
@@ -37,6 +45,21 @@ def _check_bounds(triples: list[Triple], bounds: Bounds | None) -> Bounds:
     if unknown:
         raise ValueError(f"bounds name parameters that are not being stepped: {sorted(unknown)}")
     return bounds
+
+
+def flush_subnormals(arrays: Iterable[Any]) -> int:
+    """Set the subnormal entries of each floating array to zero, in place; return how many."""
+    total = 0
+    for a in arrays:
+        xp = get_xp(a)
+        tiny = a.dtype.type(np.finfo(a.dtype).tiny)
+        small = xp.abs(a) < tiny  # False for NaN, which stays
+        small &= a != 0
+        n = int(xp.count_nonzero(small))
+        if n:
+            a[small] = 0
+        total += n
+    return total
 
 
 def _check_lr(lr: float) -> float:
@@ -126,6 +149,10 @@ class Adam:
                 out[f"{name}/{k}"] = a
         return out
 
+    def flush_subnormals(self) -> int:
+        """Zero the subnormal values of the state (see the module docstring); return how many."""
+        return flush_subnormals(self.state_arrays().values())
+
     def load_state_arrays(self, arrays: dict[str, Any], t: int) -> None:
         state: dict[str, dict[str, Any]] = {}
         for key, a in arrays.items():
@@ -164,6 +191,7 @@ class SGD:
 
     state_arrays = Adam.state_arrays
     load_state_arrays = Adam.load_state_arrays
+    flush_subnormals = Adam.flush_subnormals
 
 
 def constant_lr(lr: float) -> Callable[[float], float]:

@@ -247,6 +247,7 @@ class Trainer:
         try:
             while self.epoch < self.cfg.epochs:
                 secs = self.train_epoch()
+                self.opt.flush_subnormals()  # decayed moments: x86 is ~100x slower on them
                 kl = float(self.model.kl())
                 valid = self.evaluate(self.data.x_valid, self.data.y_valid)["error"]
                 self.history.append({

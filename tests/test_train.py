@@ -292,6 +292,40 @@ def test_step_with_bounds_equals_step_then_project(opt_cls):
     assert sum(int((a == 0).sum()) for a in la) > 100  # many were clipped
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_flush_subnormals_zeroes_exactly_the_subnormals(dtype):
+    from minivd.optim import flush_subnormals
+
+    tiny = np.finfo(dtype).tiny
+    a = np.array([1.0, -tiny, tiny / 2, -tiny / 7, 0.0, -0.0, np.nan, np.inf, 3 * tiny], dtype)
+    before = a.copy()
+    assert flush_subnormals([a]) == 2
+    np.testing.assert_array_equal(a, [1.0, -tiny, 0, 0, 0, -0.0, np.nan, np.inf, 3 * tiny])
+    assert np.signbit(a[5]) == np.signbit(before[5])
+    assert flush_subnormals([a]) == 0  # nothing left to do
+
+
+def test_trainer_flushes_the_optimiser_state_after_each_epoch(tmp_path):
+    data = xor_data(n=200)
+    cfg = TrainConfig(dataset="xor", width=8, depth=1, method="vd-b", epochs=2, batch=50)
+    t = quiet_trainer(cfg, data, tmp_path)
+    seen = []
+    original = t.opt.flush_subnormals
+
+    def flush_and_look():
+        n = original()
+        tiny = np.finfo(np.float32).tiny
+        left = sum(int(np.count_nonzero((a != 0) & (np.abs(a) < tiny)))
+                   for a in t.opt.state_arrays().values())
+        seen.append((t.epoch, t.batch_index, left))
+        return n
+
+    t.opt.flush_subnormals = flush_and_look
+    t.fit()
+    # once per epoch, after its last step (before the counter moves on), leaving none
+    assert seen == [(0, 4, 0), (1, 4, 0)]
+
+
 def test_bounds_name_the_constrained_parameters():
     names = {n for n, _, _ in build_model("mlp", "vd-b", width=8).parameters()}
     b = build_model("mlp", "vd-b", width=8).bounds()
