@@ -171,3 +171,21 @@ def test_bench_step_runs_and_rejects_bad_steps(capsys):
     assert "mlp 8x1, vd-b, polyak" in out and "s per epoch" in out
     with pytest.raises(SystemExit):
         bench_step.main(["--steps", "0"])
+
+
+def test_bench_late_state_reads_a_run_and_compares_it_with_a_fresh_start(tmp_path, capsys):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_late_state
+    import mnist_figure
+
+    f = blobs_file(tmp_path / "blobs.npz")
+    assert mnist_figure.main(["--methods", "gaussian-b", "--widths", "8", "--epochs", "1",
+                              "--data-file", str(f), "--results", str(tmp_path / "res")]) == 0
+    run = tmp_path / "res" / "runs" / "gaussian-b_w8_s0"
+    before = (run / "checkpoint.npz").read_bytes()
+    bench_late_state.main([str(run), "--steps", "2", "--warmup", "1", "--data-file", str(f)])
+    out = capsys.readouterr().out
+    assert "at epoch 1 of 1" in out and "late / fresh: fwd+bwd" in out
+    assert (run / "checkpoint.npz").read_bytes() == before  # read, never written
+    with pytest.raises(SystemExit):
+        bench_late_state.main([str(tmp_path / "nowhere")])
