@@ -48,9 +48,9 @@ def test_cross_entropy_gradcheck(xp, n, k, seed):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cross_entropy_gradient_flushes_dust_below_the_threshold_only(dtype):
-    """Probabilities that underflow toward the subnormals give exact zeros in the gradient
-    (subnormal floats slow every product downstream ~100x on x86); every other entry is the
-    formula's, bit for bit."""
+    """Probabilities below eps² (here: ones that underflow toward the subnormals, and one just
+    under the threshold) give exact zeros in the gradient; every other entry is the formula's,
+    bit for bit."""
     from minivd.functional import dust_threshold
 
     tiny = np.finfo(dtype).tiny
@@ -72,7 +72,13 @@ def test_cross_entropy_gradient_flushes_dust_below_the_threshold_only(dtype):
     expected *= dtype(0.5)
     np.testing.assert_array_equal(d[keep], expected[keep])  # untouched above the threshold
     assert np.all(d[~keep & (np.arange(4) != y[:, None])] == 0)
-    assert thr == (2.0**-100 if dtype == np.float32 else 2.0**-996)
+    assert thr == (2.0**-46 if dtype == np.float32 else 2.0**-104)
+    from minivd.functional.losses import CECache
+
+    t = dtype(thr)
+    edge = np.array([[0.5, t, np.nextafter(t, dtype(0)), 0.5]], dtype)
+    d = softmax_cross_entropy_backward(1.0, CECache(edge, np.array([0])))
+    np.testing.assert_array_equal(d, np.array([[-0.5, t, 0, 0.5]], dtype))  # the boundary
     z[0, 2] = np.nan
     _, cache = softmax_cross_entropy_forward(z, y)
     assert np.isnan(softmax_cross_entropy_backward(1.0, cache)[0]).all()  # NaN stays NaN

@@ -52,9 +52,9 @@ def softmax_cross_entropy_forward(logits: Any, labels: Any) -> tuple[Any, CECach
 
 
 def dust_threshold(dtype: Any) -> float:
-    """Probabilities below this count as zero in the gradient: ``2**26`` times the smallest
-    normal number of ``dtype`` (``2**-100 ≈ 7.9e-31`` in float32)."""
-    return float(np.finfo(dtype).tiny) * 2.0**26
+    """Probabilities below this count as zero in the gradient: the square of the dtype's
+    machine epsilon (``2**-46 ≈ 1.4e-14`` in float32, ``2**-104`` in float64)."""
+    return float(np.finfo(dtype).eps) ** 2
 
 
 def softmax_cross_entropy_backward(dloss: Any, cache: CECache) -> Any:
@@ -66,19 +66,21 @@ def softmax_cross_entropy_backward(dloss: Any, cache: CECache) -> Any:
     :math:`p_{nk} = e^{z_{nk}}/\sum_k e^{z_{nk}}`.
 
     1. :math:`\partial \log\sum_k e^{z_{nk}} / \partial z_{nk} = p_{nk}`; probabilities
-       below :func:`dust_threshold` (:math:`2^{-100}` in float32) are taken as 0 (step 4).
+       below :math:`\epsilon^2` (:func:`dust_threshold`) are taken as 0 (step 4).
     2. :math:`\partial z_{ny_n}/\partial z_{nk} = [k = y_n]`.
     3. With the mean's :math:`1/N` and the upstream scalar:
        ``dlogits = dloss * (p − onehot(y)) / N``.
-    4. Why the flush: late in training, confidently classified examples have probabilities
-       that underflow toward the subnormal floats (below :math:`2^{-126}` in float32). They
-       change no parameter (a gradient entry of :math:`2^{-100}` moves an Adam step by
-       :math:`\sim 10^{-22}`·lr), but every product downstream of a subnormal runs through
-       the x86 microcode path, ~100× slower, and NumPy has no flush-to-zero mode: a 3×500
-       MLP's backward took 3× longer after 70 epochs than at the start. Above the
-       threshold the entries are exactly the formula's; a surviving entry is at least
-       :math:`2^{-100}/N`, many binades above the subnormals, so its products with the
-       activations and weights downstream stay normal too.
+    4. The flush is within the formula's own rounding: it moves a row by at most
+       :math:`(K-1)\epsilon^2/N`, while the row's largest probability
+       (:math:`p_{max} \ge 1/K`) is already rounded by up to :math:`\epsilon p_{max}/2`,
+       more whenever :math:`2K(K-1) < 1/\epsilon` (any :math:`K < 2000` in float32). It is
+       there for speed: late in training, confidently classified examples have probabilities
+       that underflow toward the subnormal floats (below :math:`2^{-126}` in float32), and
+       every product downstream of them (the backward's matrix products; gradients whose
+       square underflows in Adam's second moment) takes x86's ~100× slower microcode path;
+       NumPy has no flush-to-zero mode. A 3×500 MLP's step took 2.8–3.2× longer after 100
+       epochs than at the start (``benchmarks/bench_late_state.py``), 1.0× with the flush.
+       Entries above the threshold are exactly the formula's.
     """
     probs, labels = cache
     xp = xp_of(probs=probs)
