@@ -12,9 +12,9 @@ second trip through memory.
 
 Subnormal state: the moment of a parameter whose gradient is zero for long stretches (a
 weight on a rarely lit pixel, a unit that seldom fires) decays geometrically through the
-subnormal floats,
-where x86 arithmetic is ~100× slower; ``flush_subnormals()`` zeroes them (the trainer calls it
-once per epoch). A subnormal moment moves no parameter: its Adam step is ~10⁻³⁰·lr.
+subnormal floats, where x86 arithmetic is ~100× slower; ``flush_subnormals()`` zeroes them
+(the trainer calls it once per epoch). A subnormal moment moves no parameter: its Adam step
+is ~10⁻³⁰·lr.
 """
 
 from __future__ import annotations
