@@ -30,16 +30,12 @@ import numpy as np
 
 from minivd.checkpoint import load_checkpoint  # noqa: E402
 from minivd.data import load_dataset, load_npz_dataset  # noqa: E402
+from minivd.optim import subnormal_mask  # noqa: E402
 from minivd.train import TrainConfig, Trainer  # noqa: E402
 
 
 def subnormals(arrays) -> int:
-    n = 0
-    for a in arrays:
-        a = np.asarray(a)
-        if a.dtype.kind == "f":
-            n += int(np.count_nonzero((a != 0) & (np.abs(a) < np.finfo(a.dtype).tiny)))
-    return n
+    return sum(int(np.count_nonzero(subnormal_mask(a))) for a in arrays)
 
 
 def main(argv=None) -> int:

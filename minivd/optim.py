@@ -31,7 +31,8 @@ from ._rowwise import rowwise
 from .backend import get_xp
 from .layers.base import clip_to_bounds
 
-__all__ = ["Adam", "SGD", "constant_lr", "linear_decay_lr", "ParameterAverage", "flush_subnormals"]
+__all__ = ["Adam", "SGD", "constant_lr", "linear_decay_lr", "ParameterAverage", "flush_subnormals",
+           "subnormal_mask"]
 
 Triple = tuple[str, Any, Any]
 Bounds = dict[str, tuple[float | None, float | None]]
@@ -47,15 +48,19 @@ def _check_bounds(triples: list[Triple], bounds: Bounds | None) -> Bounds:
     return bounds
 
 
+def subnormal_mask(a: Any) -> Any:
+    """Where the floating array ``a`` holds a subnormal value (not zero, not NaN)."""
+    small = get_xp(a).abs(a) < a.dtype.type(np.finfo(a.dtype).tiny)  # False for NaN
+    small &= a != 0
+    return small
+
+
 def flush_subnormals(arrays: Iterable[Any]) -> int:
     """Set the subnormal entries of each floating array to zero, in place; return how many."""
     total = 0
     for a in arrays:
-        xp = get_xp(a)
-        tiny = a.dtype.type(np.finfo(a.dtype).tiny)
-        small = xp.abs(a) < tiny  # False for NaN, which stays
-        small &= a != 0
-        n = int(xp.count_nonzero(small))
+        small = subnormal_mask(a)
+        n = int(get_xp(a).count_nonzero(small))
         if n:
             a[small] = 0
         total += n

@@ -78,7 +78,7 @@ def softmax_cross_entropy_backward(dloss: Any, cache: CECache) -> Any:
        that underflow toward the subnormal floats (below :math:`2^{-126}` in float32), and
        every product downstream of them (the backward's matrix products; gradients whose
        square underflows in Adam's second moment) takes x86's ~100× slower microcode path;
-       NumPy has no flush-to-zero mode. A 3×500 MLP's step took 2.8–3.2× longer after 100
+       NumPy has no flush-to-zero mode. A 3×500 MLP's step took 2.6–3.5× longer after 100
        epochs than at the start (``benchmarks/bench_late_state.py``), 1.0× with the flush.
        Entries above the threshold are exactly the formula's.
     """
