@@ -15,6 +15,10 @@ M17 (Molchanov et al. 2017, eq. 14), valid for every α:
 .. math:: \mathrm{KL} \approx k_1 - k_1\,\mathrm{sigmoid}(k_2 + k_3\log\alpha)
           + \tfrac12\log(1 + \alpha^{-1})
 
+computed as :math:`k_1\,\mathrm{sigmoid}(-(k_2 + k_3\log\alpha))`, and its derivative's
+:math:`s(1-s)` as :math:`\mathrm{sigmoid}(u)\,\mathrm{sigmoid}(-u)`: the difference from 1
+would cancel for large α (in float32 every digit of it is gone by :math:`\log\alpha \approx 10`).
+
 **Bounds and dead zones.** K15's polynomial diverges above α = 1 (164 at α = 7.4), and K15
 trains with the constraint α ≤ 1. We enforce it by *projection*: layers that learn ``log α``
 with the K15 KL clip the parameter into ``log α ≤ 0`` after each optimiser step (``project()``),
@@ -141,7 +145,8 @@ def _kl_m17(log_alpha: Any, out: tuple | None = None) -> Any:
     if out is not None:
         out[0][...] = _kl_m17(log_alpha)
         return out[0]
-    return k1 - k1 * _sigmoid(xp, k2 + k3 * log_alpha) + 0.5 * _softplus(xp, -log_alpha)
+    # k1 − k1·sigmoid(u) written as k1·sigmoid(−u): no cancellation when sigmoid(u) → 1
+    return k1 * _sigmoid(xp, k2 + k3 * log_alpha, negate=True) + 0.5 * _softplus(xp, -log_alpha)
 
 
 def kl_m17_grad(log_alpha: Any) -> Any:
@@ -164,9 +169,16 @@ def _kl_m17_grad(log_alpha: Any, out: tuple | None = None) -> Any:
     if out is not None:
         out[0][...] = _kl_m17_grad(log_alpha)
         return out[0]
-    s = _sigmoid(xp, k2 + k3 * log_alpha)
-    g = 1 - s
-    g *= s
+    # s(1 − s) = sigmoid(u)·sigmoid(−u) = 1/(1 + e) · 1/(1 + 1/e), e = exp(−u): no 1 − s,
+    # which cancels when s → 1 (float32: every digit gone by log α ≈ 10, where this term is
+    # still 0.2% of the gradient). e = 0 or inf give the right limit 0, so warnings are off.
+    with np.errstate(over="ignore", divide="ignore"):
+        e = xp.exp(-(k2 + k3 * log_alpha))
+        g = e + 1
+        e = xp.reciprocal(e, out=e)
+    e += 1
+    g *= e
+    g = xp.reciprocal(g, out=g)
     g *= -(k1 * k3)
     g -= 0.5 * _sigmoid(xp, log_alpha, negate=True)
     return g
