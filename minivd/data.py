@@ -111,6 +111,8 @@ def _check_arrays(arrays: Mapping[str, np.ndarray]) -> None:
             raise ValueError(f"{split} dtypes {x.dtype}/{y.dtype}, expected uint8/uint8")
         if x.ndim != 2 or x.shape[1] != _SIDE * _SIDE or y.shape != (x.shape[0],):
             raise ValueError(f"{split} shapes {x.shape}/{y.shape}, expected (n, 784)/(n,)")
+        if not len(y):
+            raise ValueError(f"the {split} split is empty")
         if y.size and y.max() > 9:
             raise ValueError(f"{split} labels go up to {y.max()}, expected 0..9")
 
@@ -121,15 +123,17 @@ def _to_dataset(arrays: Mapping[str, np.ndarray], name: str) -> Dataset:
     return Dataset(**out, name=name)
 
 
-def _read_npz(path: Path, name: str) -> Dataset:
+def _read_npz(path: Path, name: str, fix: str | None = None) -> Dataset:
+    """Read a cache file; ``fix`` replaces the advice to delete and rebuild it (for a file
+    the user made, which nothing rebuilds)."""
     try:
         with np.load(path, allow_pickle=False) as f:
             arrays = {k: f[k] for k in f.files}
         _check_arrays(arrays)
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
+        fix = fix or f"delete it and rerun to rebuild it: rm {_q(path)}"
         raise DataError(
-            f"{path} is not a valid minivd data cache ({type(exc).__name__}: {exc}); delete it "
-            f"and rerun to rebuild it: rm {_q(path)}"
+            f"{path} is not a valid minivd data cache ({type(exc).__name__}: {exc}); {fix}"
         ) from exc
     return _to_dataset(arrays, name)
 
@@ -365,8 +369,12 @@ _LOADERS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
 
 def load_npz_dataset(path: str | os.PathLike[str]) -> Dataset:
     """A data set in the cache format (six uint8 arrays ``x_/y_train|valid|test``, 784
-    pixels per image) from any ``.npz`` file, e.g. one you generated."""
-    return _read_npz(Path(path), Path(path).stem)
+    pixels per image, k/256 encoded, labels 0..9, no split empty) from any ``.npz`` file,
+    e.g. one you generated."""
+    return _read_npz(Path(path), Path(path).stem, fix=(
+        "write it with six uint8 arrays x_train, y_train, x_valid, y_valid, x_test, y_test "
+        "(images (n, 784) holding round(256·pixel), labels (n,) in 0..9), e.g. with "
+        "numpy.savez"))
 
 
 def load_dataset(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Dataset:

@@ -19,6 +19,21 @@ def _softmax(xp: Any, z: Any) -> Any:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def check_split(name: str, x: Any, y: Any) -> None:
+    """Raise ``ValueError`` unless ``x`` is a non-empty host array with one row per label in
+    ``y``, a 1-D integer array (a ``(n, 1)`` label column would broadcast against the
+    predictions and count n² comparisons)."""
+    if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
+        raise ValueError(f"{name}: x and y must be NumPy (host) arrays, got "
+                         f"{type(x).__name__} and {type(y).__name__}")
+    if x.ndim < 2 or not len(x):
+        raise ValueError(f"{name}: x must hold at least one example (rows), got shape "
+                         f"{x.shape}")
+    if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(f"{name}: y must be a 1-D integer array of {len(x)} labels, got "
+                         f"shape {y.shape} and dtype {y.dtype}")
+
+
 def evaluate(model: Sequential, x: np.ndarray, y: np.ndarray, *, xp: Any = np,
              mode: str = "mean", samples: int = 10, rng: Any = None,
              batch: int = 1000) -> dict[str, float]:
@@ -34,6 +49,7 @@ def evaluate(model: Sequential, x: np.ndarray, y: np.ndarray, *, xp: Any = np,
     """
     if mode not in ("mean", "mc"):
         raise ValueError(f"mode must be 'mean' or 'mc', got {mode!r}")
+    check_split("evaluate", x, y)
     if mode == "mc" and (rng is None or int(samples) < 1):
         raise ValueError("mode='mc' needs rng= and samples ≥ 1")
     wrong, entropy = 0, 0.0

@@ -96,6 +96,9 @@ class Adam:
         self.t = 0
         self.state: dict[str, dict[str, Any]] = {}
 
+    STATE_KEYS = ("m", "v")
+    """The arrays kept per parameter (checkpoints hold ``name/m`` and ``name/v``)."""
+
     def step(self, triples: Iterable[Triple], lr: float | None = None,
              bounds: Bounds | None = None) -> None:
         """One update of every ``param`` from its ``grad`` (in place), then the clip of those
@@ -176,6 +179,9 @@ class SGD:
         self.momentum = float(momentum)
         self.t = 0
         self.state: dict[str, dict[str, Any]] = {}
+
+    STATE_KEYS = ("u",)
+    """The array kept per parameter: the momentum buffer."""
 
     def step(self, triples: Iterable[Triple], lr: float | None = None,
              bounds: Bounds | None = None) -> None:

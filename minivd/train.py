@@ -12,9 +12,11 @@ resumed on CuPy continues with a fresh noise stream (we say so when it happens).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import json
 import math
+import numbers
 import signal
 import sys
 import time
@@ -26,7 +28,7 @@ import numpy as np
 from .backend import asarray, backend_name, resolve_backend, to_numpy
 from .batches import iterate_minibatches
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .evaluate import evaluate
+from .evaluate import check_split, evaluate
 from .model import Sequential, build_model
 from .optim import SGD, Adam, ParameterAverage, constant_lr, linear_decay_lr
 from .random import make_rng
@@ -63,13 +65,20 @@ class TrainConfig:
     train_limit: int = 0  # use only the first n training examples (0: all)
 
     def check(self) -> TrainConfig:
-        for name in ("epochs", "batch"):
+        for name, least in (("epochs", 1), ("batch", 1), ("width", 1), ("depth", 0),
+                            ("mc_samples", 0), ("train_limit", 0), ("seed", 0)):
             v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
+            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < least:
+                raise ValueError(f"{name} must be an integer ≥ {least}, got {v!r}")
+            setattr(self, name, int(v))  # NumPy integers too, stored as plain ints (JSON)
+        for name in ("lr", "kl_delay", "kl_warmup", "lr_decay_start", "momentum", "polyak"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+            setattr(self, name, float(v))
+        if not self.lr > 0:
             raise ValueError(f"lr must be positive, got {self.lr}")
-        for name in ("kl_delay", "kl_warmup", "lr_decay_start", "train_limit", "mc_samples"):
+        for name in ("kl_delay", "kl_warmup", "lr_decay_start", "momentum"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
         if self.lr_schedule not in ("constant", "linear"):
@@ -91,7 +100,18 @@ class TrainConfig:
 
 
 # keys of the config that must match for --resume (the rest, e.g. epochs, may change)
-_RESUME_KEYS = ("dataset", "model", "width", "depth", "method", "batch", "seed", "train_limit")
+_RESUME_KEYS = ("dataset", "model", "width", "depth", "method", "batch", "seed", "train_limit",
+                "optimizer", "polyak")
+
+
+def _fingerprint(*arrays: np.ndarray) -> str:
+    """sha256 over the arrays' dtypes, shapes and bytes (~0.1 s for MNIST's training set)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
 
 
 class Trainer:
@@ -101,10 +121,20 @@ class Trainer:
                  log: TextIO | None = None) -> None:
         self.cfg = config.check()
         self.xp = resolve_backend(config.backend)
+        for split in ("train", "valid", "test"):
+            xs, ys = getattr(data, "x_" + split), getattr(data, "y_" + split)
+            check_split(f"the {split} split", xs, ys)
+            if not np.issubdtype(xs.dtype, np.floating) or not np.isfinite(xs).all():
+                raise ValueError(f"the {split} split's images must be finite floats, got "
+                                 f"dtype {xs.dtype}" + (" with NaN or inf" if np.issubdtype(
+                                     xs.dtype, np.floating) else ""))
         x, y = data.x_train, data.y_train
         if config.train_limit:
             x, y = x[: config.train_limit], y[: config.train_limit]
         self.x, self.y = x, y
+        # what a checkpoint must have been trained on to be resumed here (a file of the same
+        # name with other examples would otherwise continue silently on them)
+        self.data_id = {"n_train": len(x), "sha256": _fingerprint(x, y)}
         self.data = data
         self.n = len(x)
         self.steps_per_epoch = math.ceil(self.n / config.batch)
@@ -125,7 +155,7 @@ class Trainer:
         self.epoch, self.batch_index, self.step = 0, 0, 0
         self.epoch_start_state = self.shuffle_rng.bit_generator.state
         self.history: list[dict] = []
-        self._stop = False
+        self._stop = self.stopped_by = 0  # a signal's number once one asks to stop
 
     # -- checkpoints ----------------------------------------------------------------------
     @property
@@ -142,29 +172,27 @@ class Trainer:
         meta = {"config": dataclasses.asdict(self.cfg), "epoch": self.epoch,
                 "batch_index": self.batch_index, "step": self.step, "opt_t": self.opt.t,
                 "epoch_start_state": self.epoch_start_state, "noise_state": noise_state,
-                "history": self.history}
+                "history": self.history, "data": self.data_id}
         save_checkpoint(self.checkpoint_path, arrays, meta)
         return self.checkpoint_path
 
     def resume(self) -> None:
-        arrays, meta = load_checkpoint(self.checkpoint_path)
-        old = meta["config"]
-        diff = {k: (old.get(k), getattr(self.cfg, k)) for k in _RESUME_KEYS
-                if old.get(k) != getattr(self.cfg, k)}
-        if diff:
-            raise CheckpointError(f"{self.checkpoint_path} was made with other settings "
-                                  f"(checkpoint vs now): {diff}")
-        groups: dict[str, dict[str, Any]] = {"param": {}, "opt": {}, "avg": {}}
-        for key, a in arrays.items():
-            g, name = key.split("/", 1)
-            groups.setdefault(g, {})[name] = asarray(a, self.xp)
+        """Continue from ``out/checkpoint.npz``. Everything is checked before anything is
+        loaded (the config keys that must match, the training data's fingerprint, every
+        array's name, shape, dtype and finiteness, the metadata's fields), so a checkpoint
+        that does not fit raises :class:`CheckpointError` and leaves the trainer as it was."""
+        path = self.checkpoint_path
+        arrays, meta = load_checkpoint(path)
         try:
-            self.model.load_state(groups["param"])
-        except ValueError as exc:
-            raise CheckpointError(f"{self.checkpoint_path}: {exc}") from None
-        self.opt.load_state_arrays(groups["opt"], meta["opt_t"])
+            plan = self._checked_state(arrays, meta)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise CheckpointError(f"{path} cannot be resumed here: {type(exc).__name__}: "
+                                  f"{exc}") from None
+        params, opt_state, avg, meta = plan
+        self.model.load_state(params)
+        self.opt.load_state_arrays(opt_state, meta["opt_t"])
         if self.avg:
-            self.avg.avg = groups["avg"]
+            self.avg.avg = avg
         self.epoch, self.batch_index, self.step = meta["epoch"], meta["batch_index"], meta["step"]
         self.epoch_start_state = meta["epoch_start_state"]
         self.history = meta["history"]
@@ -173,12 +201,68 @@ class Trainer:
         else:
             print("note: CuPy's generator state cannot be saved; the resumed run draws a fresh "
                   "noise stream (not bit-for-bit)", file=self.log)
-        print(f"resumed from {self.checkpoint_path} at epoch {self.epoch + 1}, "
-              f"batch {self.batch_index}", file=self.log)
+        print(f"resumed from {path} at epoch {self.epoch + 1}, batch {self.batch_index}",
+              file=self.log)
+
+    def _checked_state(self, arrays: dict[str, np.ndarray], meta: Any) -> tuple:
+        """The checkpoint's ``(params, opt_state, avg, meta)`` on this backend, after every
+        check; raises CheckpointError (a mismatch) or Key/Type/ValueError (damage)."""
+        path = self.checkpoint_path
+        if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+            raise ValueError("its metadata has no config")
+        old = meta["config"]
+        diff = {k: (old.get(k), getattr(self.cfg, k)) for k in _RESUME_KEYS
+                if old.get(k) != getattr(self.cfg, k)}
+        if diff:
+            raise CheckpointError(f"{path} was made with other settings "
+                                  f"(checkpoint vs now): {diff}")
+        data = meta.get("data")  # absent in checkpoints written before it was recorded
+        if data is not None and data != self.data_id:
+            raise CheckpointError(
+                f"{path} was trained on other data ({data['n_train']} training examples, "
+                f"sha256 {data['sha256'][:12]}…; now {self.data_id['n_train']}, "
+                f"{self.data_id['sha256'][:12]}…): same name, other contents")
+        for key, kind in (("epoch", int), ("batch_index", int), ("step", int), ("opt_t", int),
+                          ("history", list), ("epoch_start_state", dict)):
+            if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
+                raise TypeError(f"metadata {key!r} is {meta[key]!r}, expected {kind.__name__}")
+        if not (0 <= meta["batch_index"] < self.steps_per_epoch and meta["epoch"] >= 0
+                and meta["opt_t"] == meta["step"] >= 0):
+            raise ValueError(f"position epoch {meta['epoch']}, batch {meta['batch_index']}, "
+                             f"step {meta['step']}, optimiser step {meta['opt_t']} does not "
+                             f"fit {self.steps_per_epoch} steps per epoch")
+        if meta["noise_state"] is not None and not isinstance(meta["noise_state"], dict):
+            raise TypeError(f"metadata 'noise_state' is {meta['noise_state']!r}")
+        groups: dict[str, dict[str, np.ndarray]] = {"param": {}, "opt": {}, "avg": {}}
+        for key, a in arrays.items():
+            g, _, name = key.partition("/")
+            if g not in groups or not name:
+                raise ValueError(f"unexpected array {key!r}")
+            groups[g][name] = a
+        own = self.model.state()
+        expect = {"param": {n: p for n, p in own.items()},
+                  "opt": {f"{n}/{k}": p for n, p in own.items() for k in self.opt.STATE_KEYS}
+                  if meta["opt_t"] else {},
+                  "avg": own if self.avg and meta["step"] else {}}
+        for g, want in expect.items():
+            got = groups[g]
+            if set(got) != set(want):
+                missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+                raise ValueError(f"{g} arrays do not match this run: missing {missing}, "
+                                 f"unexpected {extra}")
+            for name, p in want.items():
+                a = got[name]
+                if a.shape != tuple(p.shape) or a.dtype != p.dtype:
+                    raise ValueError(f"{g}/{name} is {a.dtype} {a.shape}, this run needs "
+                                     f"{p.dtype} {tuple(p.shape)}")
+                if not np.isfinite(a).all():
+                    raise ValueError(f"{g}/{name} holds NaN or inf")
+        on = {g: {n: asarray(a, self.xp) for n, a in got.items()} for g, got in groups.items()}
+        return on["param"], on["opt"], on["avg"], meta
 
     # -- training -------------------------------------------------------------------------
-    def _on_sigint(self, signum: int, frame: Any) -> None:
-        self._stop = True
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        self._stop = signum  # checked between steps: the step in flight finishes first
 
     def train_epoch(self) -> float:
         """Train from the current position to the end of the epoch; seconds of steps only."""
@@ -200,10 +284,13 @@ class Trainer:
             ce, _ = self.model.loss_and_grads(xb, yb, rng=self.noise_rng, kl_scale=beta / self.n)
             ce = float(ce)
             if not math.isfinite(ce):
+                kept = (f"last good checkpoint kept at {self.checkpoint_path}"
+                        if self.checkpoint_path.exists() else
+                        "no checkpoint written yet (the first comes at the end of epoch 1)")
                 raise NonFiniteLossError(
                     f"loss is {ce} at step {self.step + 1} (epoch {self.epoch + 1}, batch "
-                    f"{self.batch_index + 1}); parameters not updated, last good checkpoint "
-                    f"kept at {self.checkpoint_path}")
+                    f"{self.batch_index + 1}); parameters not updated; {kept}. Try a smaller "
+                    f"--lr (now {self.schedule(pos):.3g})")
             # projected step: K15's log α ≤ 0 is clipped inside the optimiser's pass
             self.opt.step(self.model.parameters(), lr=self.schedule(pos), bounds=self.bounds)
             if self.avg:
@@ -237,13 +324,16 @@ class Trainer:
                 self.avg.swap(self.model.parameters())
 
     def fit(self, on_epoch: Any = None) -> list[dict]:
-        """Train to ``cfg.epochs``; Ctrl-C saves a checkpoint and re-raises KeyboardInterrupt.
+        """Train to ``cfg.epochs``. Ctrl-C (SIGINT) or SIGTERM (``kill``, ``timeout``) during
+        it saves a checkpoint and raises KeyboardInterrupt (``stopped_by`` then holds the
+        signal's number).
 
         ``on_epoch(trainer)``, if given, runs after each epoch's evaluation and before its
         checkpoint, so what it adds to ``trainer.history[-1]`` is saved with it (e.g. the
         test error at each epoch, for early stopping on the validation error).
         """
-        old = signal.signal(signal.SIGINT, self._on_sigint)
+        self._stop, self.stopped_by = 0, 0
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while self.epoch < self.cfg.epochs:
                 secs = self.train_epoch()
@@ -263,13 +353,17 @@ class Trainer:
                 if on_epoch is not None:
                     on_epoch(self)
                 self.save()
+                if self._stop:  # a signal during the evaluation or the save
+                    raise KeyboardInterrupt
         except KeyboardInterrupt:
             path = self.save()
+            self.stopped_by = int(self._stop or signal.SIGINT)
             print(f"\ninterrupted: checkpoint saved to {path}; continue with --resume",
                   file=self.log, flush=True)
             raise
         finally:
-            signal.signal(signal.SIGINT, old)
+            for s, handler in old.items():
+                signal.signal(s, handler)
         return self.history
 
     def final_metrics(self) -> dict[str, Any]:
