@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 from .backend import BackendUnavailableError
@@ -54,7 +55,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", default=d.dataset, choices=["mnist", "fashion-mnist"])
     t.add_argument("--data-file", type=Path, default=None,
                    help="an .npz with x_train, y_train, x_valid, y_valid, x_test, y_test "
-                        "(uint8 images or floats in [0, 1]) instead of --dataset")
+                        "(uint8 images (n, 784) holding round(256·pixel), uint8 labels "
+                        "0..9) instead of --dataset")
     t.add_argument("--model", default=d.model, choices=MODELS)
     t.add_argument("--width", type=_positive_int, default=d.width, help="hidden units (mlp)")
     t.add_argument("--depth", type=_nonneg_int, default=d.depth, help="hidden layers (mlp)")
@@ -79,8 +81,10 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--backend", default=d.backend, choices=["numpy", "cupy"])
     t.add_argument("--seed", type=_nonneg_int, default=d.seed)
     t.add_argument("--out", type=Path, default=None,
-                   help="output folder (default runs/DATASET-MODEL-METHOD-sSEED)")
+                   help="output folder (default runs/DATASET-MODEL[-wWIDTHxDEPTH]-METHOD-sSEED)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an OUT that holds a checkpoint (replacing it)")
     t.add_argument("--metrics", type=Path, default=None, help="(default OUT/metrics.json)")
     return ap
 
@@ -93,15 +97,42 @@ def _load_data(args: argparse.Namespace):  # noqa: ANN202
     return load_dataset(args.dataset)
 
 
+def _check_outputs(args: argparse.Namespace, out: Path, metrics: Path) -> None:
+    """Refuse, before any training, what would fail or lose data at the end: an OUT that is
+    a file or holds a checkpoint (without --resume or --overwrite), a metrics path that is
+    a folder or lies where nothing can be written."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder")
+    ckpt = out / "checkpoint.npz"
+    if args.resume and args.overwrite:
+        raise ValueError("--resume and --overwrite exclude each other")
+    if ckpt.exists() and not (args.resume or args.overwrite):
+        raise ValueError(f"{ckpt} exists: continue it with --resume, replace it with "
+                         "--overwrite, or choose another --out")
+    if metrics.is_dir():
+        raise ValueError(f"--metrics {metrics} is a folder; give a file path")
+    for flag, folder in (("--out", out), ("--metrics", metrics.parent)):
+        try:  # the folders are made now (training would make them anyway) and tried
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+        except OSError as exc:
+            raise ValueError(f"{flag}: cannot write in {folder} ({exc.strerror or exc})") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     fields = TrainConfig.__dataclass_fields__
     cfg = TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
     if args.data_file is not None:
         cfg.dataset = f"file:{args.data_file.name}"
-    out = args.out or Path("runs") / f"{cfg.dataset}-{cfg.model}-{cfg.method}-s{cfg.seed}"
+    shape = f"-w{cfg.width}x{cfg.depth}" if cfg.model == "mlp" else ""
+    out = args.out or Path("runs") / f"{cfg.dataset}-{cfg.model}{shape}-{cfg.method}-s{cfg.seed}"
+    metrics_path = args.metrics or out / "metrics.json"
+    trainer = None
     try:
         cfg.check()
+        _check_outputs(args, out, metrics_path)
         from .backend import resolve_backend
 
         resolve_backend(cfg.backend)  # fail before loading data
@@ -119,10 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        return 130
+        return 128 + (getattr(trainer, "stopped_by", 0) or 2)  # 130 for SIGINT, 143 SIGTERM
     from .plots import plot_curves, plot_log_alpha
 
-    metrics_path = args.metrics or out / "metrics.json"
     write_json(metrics_path, metrics)
     figs = [plot_curves(trainer.history, out / "curves.png"),
             plot_log_alpha(trainer.model, out / "log_alpha.png")]

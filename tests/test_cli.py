@@ -95,3 +95,54 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
     f = blobs_file(tmp_path / "blobs.npz")
     rc = main(["train", "--data-file", str(f), "--out", str(tmp_path / "r"), "--resume"])
     assert rc == 1 and "no checkpoint" in capsys.readouterr().err
+
+
+def test_an_existing_checkpoint_is_never_replaced_silently(tmp_path, capsys):
+    f = blobs_file(tmp_path / "blobs.npz")
+    out = tmp_path / "run"
+    args = ["train", "--data-file", str(f), "--width", "8", "--depth", "1", "--epochs", "1",
+            "--out", str(out)]
+    assert main(args) == 0
+    before = (out / "checkpoint.npz").read_bytes()
+    capsys.readouterr()
+    assert main(args[:4] + ["16"] + args[5:]) == 1  # another width, same --out
+    assert "exists: continue it with --resume, replace it with --overwrite" in \
+        capsys.readouterr().err
+    assert (out / "checkpoint.npz").read_bytes() == before
+    assert main(args + ["--resume", "--overwrite"]) == 1
+    assert main(args[:4] + ["16"] + args[5:] + ["--overwrite"]) == 0
+    assert (out / "checkpoint.npz").read_bytes() != before
+
+
+def test_default_out_names_the_mlp_shape(tmp_path, monkeypatch):
+    f = blobs_file(tmp_path / "blobs.npz")
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--data-file", str(f), "--width", "8", "--depth", "1",
+                 "--epochs", "1"]) == 0
+    assert (tmp_path / "runs" / "file:blobs.npz-mlp-w8x1-vd-b-s0" / "checkpoint.npz").exists()
+
+
+def test_output_paths_are_checked_before_training(tmp_path, capsys):
+    f = blobs_file(tmp_path / "blobs.npz")
+    base = ["train", "--data-file", str(f), "--width", "8", "--depth", "1", "--epochs", "1"]
+    (tmp_path / "afile").write_text("x")
+    assert main(base + ["--out", str(tmp_path / "afile")]) == 1
+    assert "--out" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "r1"), "--metrics", str(tmp_path)]) == 1
+    assert "is a folder" in capsys.readouterr().err
+    assert main(base + ["--out", str(tmp_path / "r2"), "--metrics",
+                        str(tmp_path / "afile" / "m.json")]) == 1
+    assert "--metrics: cannot write in" in capsys.readouterr().err
+    for r in ("r1", "r2"):  # refused before any training: no checkpoint written
+        assert not (tmp_path / r / "checkpoint.npz").exists()
+
+
+def test_a_data_file_of_floats_is_refused_without_advice_to_delete_it(tmp_path, capsys):
+    f = blobs_file(tmp_path / "blobs.npz")
+    with np.load(f) as z:
+        arrays = {k: z[k].astype(np.float32) / 256 if k[0] == "x" else z[k] for k in z.files}
+    np.savez(tmp_path / "floats.npz", **arrays)
+    assert main(["train", "--data-file", str(tmp_path / "floats.npz"),
+                 "--out", str(tmp_path / "r")]) == 1
+    err = capsys.readouterr().err
+    assert "expected uint8" in err and "rm " not in err and "round(256·pixel)" in err
