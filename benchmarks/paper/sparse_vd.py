@@ -12,7 +12,7 @@ in ``RESULTS/runs/`` when the same command is run again, so a 200-epoch LeNet-5 
 several sessions. Each run prints a line per epoch.
 
     python benchmarks/paper/sparse_vd.py --models lenet-300-100 lenet-5 --epochs 200
-    python benchmarks/paper/sparse_vd.py --fashion --epochs 50
+    python benchmarks/paper/sparse_vd.py --fashion --epochs 20  # ~15-35 min per method, one core
 """
 
 from __future__ import annotations
