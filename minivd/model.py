@@ -20,12 +20,26 @@ from .layers import (
     VariationalDense,
 )
 
-__all__ = ["Sequential", "METHODS", "MODELS", "build_model", "build_mlp"]
+__all__ = ["Sequential", "METHODS", "MODELS", "build_model", "build_mlp", "check_matching"]
 
 METHODS = ("none", "dropout", "gaussian-a", "gaussian-b", "vd-a", "vd-a2", "vd-b", "sparse-vd")
 """K15's seven methods (no dropout, binary dropout, Gaussian A/B, variational A/A2/B) and M17."""
 MODELS = ("mlp", "lenet-300-100", "lenet-5")
 P_INPUT, P_HIDDEN = 0.2, 0.5  # Srivastava et al.'s rates: on the input, on hidden layers
+
+
+def check_matching(what: str, got: dict[str, Any], want: dict[str, Any], *,
+                   dtype: bool = False) -> None:
+    """Raise ``ValueError`` unless ``got`` has exactly the names of ``want``, each with its
+    shape (and, with ``dtype``, its dtype)."""
+    if set(got) != set(want):
+        missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+        raise ValueError(f"{what} do not match the model: missing {missing}, unexpected {extra}")
+    for name, p in want.items():
+        a = got[name]
+        if tuple(a.shape) != tuple(p.shape) or (dtype and a.dtype != p.dtype):
+            raise ValueError(f"{what}: {name} is {a.dtype} {tuple(a.shape)}, the model needs "
+                             f"{p.dtype} {tuple(p.shape)}")
 
 
 class Sequential:
@@ -101,15 +115,7 @@ class Sequential:
     def load_state(self, arrays: dict[str, Any]) -> None:
         """Copy ``arrays`` into the parameters; every name and shape must match exactly."""
         own = self.state()
-        if set(arrays) != set(own):
-            missing, extra = sorted(set(own) - set(arrays)), sorted(set(arrays) - set(own))
-            raise ValueError(f"parameters do not match the model: missing {missing}, "
-                             f"unexpected {extra}")
-        for name, p in own.items():
-            a = arrays[name]
-            if tuple(a.shape) != tuple(p.shape):
-                raise ValueError(f"{name}: shape {tuple(a.shape)} does not match the model's "
-                                 f"{tuple(p.shape)}")
+        check_matching("parameters", arrays, own)
         for name, p in own.items():
             p[...] = arrays[name]
 

@@ -29,7 +29,7 @@ from .backend import asarray, backend_name, resolve_backend, to_numpy
 from .batches import iterate_minibatches
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .evaluate import check_split, evaluate
-from .model import Sequential, build_model
+from .model import Sequential, build_model, check_matching
 from .optim import SGD, Adam, ParameterAverage, constant_lr, linear_decay_lr
 from .random import make_rng
 
@@ -246,15 +246,8 @@ class Trainer:
                   "avg": own if self.avg and meta["step"] else {}}
         for g, want in expect.items():
             got = groups[g]
-            if set(got) != set(want):
-                missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
-                raise ValueError(f"{g} arrays do not match this run: missing {missing}, "
-                                 f"unexpected {extra}")
-            for name, p in want.items():
-                a = got[name]
-                if a.shape != tuple(p.shape) or a.dtype != p.dtype:
-                    raise ValueError(f"{g}/{name} is {a.dtype} {a.shape}, this run needs "
-                                     f"{p.dtype} {tuple(p.shape)}")
+            check_matching(f"{g} arrays", got, want, dtype=True)
+            for name, a in got.items():
                 if not np.isfinite(a).all():
                     raise ValueError(f"{g}/{name} holds NaN or inf")
         on = {g: {n: asarray(a, self.xp) for n, a in got.items()} for g, got in groups.items()}

@@ -114,14 +114,14 @@ def _set(key, value):
 
 
 @pytest.mark.parametrize("arrays, meta, match", [
-    (_drop_opt, None, "opt arrays do not match this run: missing"),
+    (_drop_opt, None, "opt arrays do not match the model: missing"),
     (lambda a: a.update({k: v.astype(np.float16) for k, v in a.items()
-                         if k.startswith("param/")}), None, "float16"),
+                         if k.startswith("param/")}), None, "is float16"),
     (lambda a: next(v for k, v in a.items() if k.startswith("param/")).fill(np.nan), None,
      "NaN or inf"),
     (lambda a: a.update(junk=np.zeros(3)), None, "unexpected array 'junk'"),
     (lambda a: a.update({k: v[:1] for k, v in a.items() if k.startswith("opt/")}), None,
-     "this run needs"),
+     "the model needs"),
     (None, lambda m: m.pop("opt_t"), "KeyError: 'opt_t'"),
     (None, _set("config", None), "no config"),
     (None, _set("step", "3"), "'step' is '3'"),
