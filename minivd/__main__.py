@@ -55,8 +55,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--dataset", default=d.dataset, choices=["mnist", "fashion-mnist"])
     t.add_argument("--data-file", type=Path, default=None,
                    help="an .npz with x_train, y_train, x_valid, y_valid, x_test, y_test "
-                        "(uint8 images (n, 784) holding round(256·pixel), uint8 labels "
-                        "0..9) instead of --dataset")
+                        "(uint8 images (n, 784), pixel k/256 stored as k = 0..255; uint8 "
+                        "labels 0..9) instead of --dataset")
     t.add_argument("--model", default=d.model, choices=MODELS)
     t.add_argument("--width", type=_positive_int, default=d.width, help="hidden units (mlp)")
     t.add_argument("--depth", type=_nonneg_int, default=d.depth, help="hidden layers (mlp)")
@@ -84,7 +84,8 @@ def parser() -> argparse.ArgumentParser:
                    help="output folder (default runs/DATASET-MODEL[-wWIDTHxDEPTH]-METHOD-sSEED)")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     t.add_argument("--overwrite", action="store_true",
-                   help="start afresh in an OUT that holds a checkpoint (replacing it)")
+                   help="start afresh in an OUT that holds a checkpoint: its checkpoint, "
+                        "metrics.json and plots are removed first")
     t.add_argument("--metrics", type=Path, default=None, help="(default OUT/metrics.json)")
     return ap
 
@@ -97,7 +98,8 @@ def _load_data(args: argparse.Namespace):  # noqa: ANN202
     return load_dataset(args.dataset)
 
 
-def _check_outputs(args: argparse.Namespace, out: Path, metrics: Path) -> None:
+def _check_outputs(args: argparse.Namespace, out: Path, metrics: Path,
+                   legacy: Path | None = None) -> None:
     """Refuse, before any training, what would fail or lose data at the end: an OUT that is
     a file or holds a checkpoint (without --resume or --overwrite), a metrics path that is
     a folder or lies where nothing can be written."""
@@ -109,6 +111,10 @@ def _check_outputs(args: argparse.Namespace, out: Path, metrics: Path) -> None:
     if ckpt.exists() and not (args.resume or args.overwrite):
         raise ValueError(f"{ckpt} exists: continue it with --resume, replace it with "
                          "--overwrite, or choose another --out")
+    if args.resume and not ckpt.exists() and legacy is not None and \
+            (legacy / "checkpoint.npz").exists():
+        raise ValueError(f"no checkpoint at {ckpt}, but one under the name earlier versions "
+                         f"gave OUT is at {legacy}: resume it with --out {legacy}")
     if metrics.is_dir():
         raise ValueError(f"--metrics {metrics} is a folder; give a file path")
     for flag, folder in (("--out", out), ("--metrics", metrics.parent)):
@@ -118,6 +124,10 @@ def _check_outputs(args: argparse.Namespace, out: Path, metrics: Path) -> None:
                 pass
         except OSError as exc:
             raise ValueError(f"{flag}: cannot write in {folder} ({exc.strerror or exc})") from None
+    if args.overwrite:  # the old run's outputs go, so none of them sits beside the new run's
+        for name in ("checkpoint.npz", "metrics.json", "curves.png", "log_alpha.png"):
+            (out / name).unlink(missing_ok=True)
+        metrics.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -127,12 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.data_file is not None:
         cfg.dataset = f"file:{args.data_file.name}"
     shape = f"-w{cfg.width}x{cfg.depth}" if cfg.model == "mlp" else ""
-    out = args.out or Path("runs") / f"{cfg.dataset}-{cfg.model}{shape}-{cfg.method}-s{cfg.seed}"
+    name = f"{cfg.dataset}-{cfg.model}{{}}-{cfg.method}-s{cfg.seed}"
+    out = args.out or Path("runs") / name.format(shape)
+    legacy = None if args.out else Path("runs") / name.format("")  # the name before -wWxD
     metrics_path = args.metrics or out / "metrics.json"
     trainer = None
     try:
         cfg.check()
-        _check_outputs(args, out, metrics_path)
+        _check_outputs(args, out, metrics_path, legacy)
         from .backend import resolve_backend
 
         resolve_backend(cfg.backend)  # fail before loading data

@@ -373,8 +373,8 @@ def load_npz_dataset(path: str | os.PathLike[str]) -> Dataset:
     e.g. one you generated."""
     return _read_npz(Path(path), Path(path).stem, fix=(
         "write it with six uint8 arrays x_train, y_train, x_valid, y_valid, x_test, y_test "
-        "(images (n, 784) holding round(256·pixel), labels (n,) in 0..9), e.g. with "
-        "numpy.savez"))
+        "(images (n, 784) with pixel k/256 stored as k = 0..255, labels (n,) in 0..9), e.g. "
+        "with numpy.savez"))
 
 
 def load_dataset(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Dataset:

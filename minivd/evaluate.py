@@ -32,6 +32,8 @@ def check_split(name: str, x: Any, y: Any) -> None:
     if y.shape != (len(x),) or not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{name}: y must be a 1-D integer array of {len(x)} labels, got "
                          f"shape {y.shape} and dtype {y.dtype}")
+    if y.min() < 0:
+        raise ValueError(f"{name}: labels must be ≥ 0, got {y.min()}")
 
 
 def evaluate(model: Sequential, x: np.ndarray, y: np.ndarray, *, xp: Any = np,

@@ -19,6 +19,7 @@ import math
 import numbers
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -142,7 +143,8 @@ class Trainer:
         self.log = log if log is not None else sys.stdout
         self.model: Sequential = build_model(
             config.model, config.method, width=config.width, depth=config.depth,
-            in_features=x.shape[1], n_classes=int(max(data.y_train.max(), data.y_test.max())) + 1,
+            in_features=x.shape[1],
+            n_classes=int(max(data.y_train.max(), data.y_valid.max(), data.y_test.max())) + 1,
             seed=config.seed, backend=config.backend)
         self.bounds = self.model.bounds()  # constrained parameters, clipped in each step
         self.opt = (Adam(config.lr) if config.optimizer == "adam"
@@ -156,6 +158,7 @@ class Trainer:
         self.epoch_start_state = self.shuffle_rng.bit_generator.state
         self.history: list[dict] = []
         self._stop = self.stopped_by = 0  # a signal's number once one asks to stop
+        self._saved = False  # whether out/checkpoint.npz is this run's (saved or resumed)
 
     # -- checkpoints ----------------------------------------------------------------------
     @property
@@ -174,6 +177,7 @@ class Trainer:
                 "epoch_start_state": self.epoch_start_state, "noise_state": noise_state,
                 "history": self.history, "data": self.data_id}
         save_checkpoint(self.checkpoint_path, arrays, meta)
+        self._saved = True
         return self.checkpoint_path
 
     def resume(self) -> None:
@@ -201,6 +205,10 @@ class Trainer:
         else:
             print("note: CuPy's generator state cannot be saved; the resumed run draws a fresh "
                   "noise stream (not bit-for-bit)", file=self.log)
+        self._saved = True
+        if "data" not in meta:
+            print(f"note: {path} predates the record of its training data's sha256, so that "
+                  "the data is the same cannot be checked", file=self.log)
         print(f"resumed from {path} at epoch {self.epoch + 1}, batch {self.batch_index}",
               file=self.log)
 
@@ -278,7 +286,7 @@ class Trainer:
             ce = float(ce)
             if not math.isfinite(ce):
                 kept = (f"last good checkpoint kept at {self.checkpoint_path}"
-                        if self.checkpoint_path.exists() else
+                        if self._saved else
                         "no checkpoint written yet (the first comes at the end of epoch 1)")
                 raise NonFiniteLossError(
                     f"loss is {ce} at step {self.step + 1} (epoch {self.epoch + 1}, batch "
@@ -319,14 +327,19 @@ class Trainer:
     def fit(self, on_epoch: Any = None) -> list[dict]:
         """Train to ``cfg.epochs``. Ctrl-C (SIGINT) or SIGTERM (``kill``, ``timeout``) during
         it saves a checkpoint and raises KeyboardInterrupt (``stopped_by`` then holds the
-        signal's number).
+        signal's number); called from another thread than the main one, it installs no
+        handlers.
 
         ``on_epoch(trainer)``, if given, runs after each epoch's evaluation and before its
         checkpoint, so what it adds to ``trainer.history[-1]`` is saved with it (e.g. the
         test error at each epoch, for early stopping on the validation error).
         """
         self._stop, self.stopped_by = 0, 0
-        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        # signal handlers can only be set from the main thread; elsewhere (a thread pool)
+        # Ctrl-C raises KeyboardInterrupt in the main thread alone, and no checkpoint is saved
+        main = threading.current_thread() is threading.main_thread()
+        old = ({s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+               if main else {})
         try:
             while self.epoch < self.cfg.epochs:
                 secs = self.train_epoch()

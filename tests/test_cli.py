@@ -145,4 +145,22 @@ def test_a_data_file_of_floats_is_refused_without_advice_to_delete_it(tmp_path, 
     assert main(["train", "--data-file", str(tmp_path / "floats.npz"),
                  "--out", str(tmp_path / "r")]) == 1
     err = capsys.readouterr().err
-    assert "expected uint8" in err and "rm " not in err and "round(256·pixel)" in err
+    assert "expected uint8" in err and "rm " not in err and "k = 0..255" in err
+
+
+def test_overwrite_removes_the_old_runs_outputs_and_resume_finds_the_old_default(
+        tmp_path, monkeypatch, capsys):
+    f = blobs_file(tmp_path / "blobs.npz")
+    monkeypatch.chdir(tmp_path)
+    base = ["train", "--data-file", str(f), "--width", "8", "--depth", "1", "--epochs", "1"]
+    assert main(base + ["--out", "r"]) == 0
+    (tmp_path / "r" / "metrics.json").write_text("old")
+    # a run that fails after the output check (no such data file) leaves r without old files
+    assert main(["train", "--data-file", "nope.npz", "--out", "r", "--overwrite"]) == 1
+    assert not (tmp_path / "r" / "metrics.json").exists()
+    assert not (tmp_path / "r" / "checkpoint.npz").exists()
+    old_default = tmp_path / "runs" / "file:blobs.npz-mlp-vd-b-s0"  # before -wWxD
+    assert main(base + ["--out", str(old_default)]) == 0
+    capsys.readouterr()
+    assert main(base + ["--resume"]) == 1
+    assert f"resume it with --out {old_default.relative_to(tmp_path)}" in capsys.readouterr().err

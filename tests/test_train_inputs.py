@@ -49,7 +49,8 @@ def _with(data, **kw):
     (lambda d: dict(y_train=d.y_train.astype(np.float32)), "integer"),
     (lambda d: dict(x_valid=d.x_valid[:0], y_valid=d.y_valid[:0]), "at least one example"),
     (lambda d: dict(x_train=np.where(np.arange(8) == 3, np.nan, d.x_train)), "NaN or inf"),
-    (lambda d: dict(x_test=(d.x_test * 100).astype(np.int64)), "finite floats")])
+    (lambda d: dict(x_test=(d.x_test * 100).astype(np.int64)), "finite floats"),
+    (lambda d: dict(y_valid=d.y_valid - 1), "labels must be ≥ 0")])
 def test_trainer_refuses_bad_splits(tmp_path, change, match):
     data = xor_data(n=200)
     with pytest.raises(ValueError, match=match):
@@ -166,3 +167,24 @@ def test_a_signal_during_the_last_evaluation_still_stops_and_saves(tmp_path, sig
     _, meta = load_checkpoint(t.checkpoint_path)
     assert meta["epoch"] == 2
     assert signal.getsignal(signal.SIGTERM) != t._on_signal  # handlers restored
+
+
+def test_fit_from_another_thread_installs_no_handlers(tmp_path):
+    import threading
+
+    data = xor_data(n=200)
+    t = trainer(TrainConfig(**CFG), data, tmp_path)
+    errors = []
+    th = threading.Thread(target=lambda: errors.append(None) if t.fit() else None)
+    th.start()
+    th.join()
+    assert errors == [None] and t.epoch == 1  # no "signal only works in main thread"
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_nan_message_does_not_claim_another_runs_checkpoint(tmp_path):
+    t, cfg, data = _trained(tmp_path)  # leaves a checkpoint in tmp_path
+    fresh = trainer(cfg, data, tmp_path)  # a new run in the same folder, not resumed
+    fresh.model.layers[0].params["theta"][0, 0] = np.inf
+    with pytest.raises(NonFiniteLossError, match="no checkpoint written yet"):
+        fresh.fit()
