@@ -102,7 +102,7 @@ def _check_outputs(args: argparse.Namespace, out: Path, metrics: Path,
                    legacy: Path | None = None) -> None:
     """Refuse, before any training, what would fail or lose data at the end: an OUT that is
     a file or holds a checkpoint (without --resume or --overwrite), a metrics path that is
-    a folder or lies where nothing can be written."""
+    a folder or lies where nothing can be written. Creates the folders; removes nothing."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
     ckpt = out / "checkpoint.npz"
@@ -124,10 +124,13 @@ def _check_outputs(args: argparse.Namespace, out: Path, metrics: Path,
                 pass
         except OSError as exc:
             raise ValueError(f"{flag}: cannot write in {folder} ({exc.strerror or exc})") from None
-    if args.overwrite:  # the old run's outputs go, so none of them sits beside the new run's
-        for name in ("checkpoint.npz", "metrics.json", "curves.png", "log_alpha.png"):
-            (out / name).unlink(missing_ok=True)
-        metrics.unlink(missing_ok=True)
+
+
+def _remove_outputs(out: Path, metrics: Path) -> None:
+    """--overwrite: the old run's outputs go, so none of them sits beside the new run's."""
+    for path in (out / "checkpoint.npz", out / "metrics.json", metrics, out / "curves.png",
+                 out / "log_alpha.png"):
+        path.unlink(missing_ok=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg.check()
         _check_outputs(args, out, metrics_path, legacy)
+        if args.overwrite:
+            _remove_outputs(out, metrics_path)
         from .backend import resolve_backend
 
         resolve_backend(cfg.backend)  # fail before loading data

@@ -125,10 +125,11 @@ class Trainer:
         for split in ("train", "valid", "test"):
             xs, ys = getattr(data, "x_" + split), getattr(data, "y_" + split)
             check_split(f"the {split} split", xs, ys)
-            if not np.issubdtype(xs.dtype, np.floating) or not np.isfinite(xs).all():
+            if not np.issubdtype(xs.dtype, np.floating):
                 raise ValueError(f"the {split} split's images must be finite floats, got "
-                                 f"dtype {xs.dtype}" + (" with NaN or inf" if np.issubdtype(
-                                     xs.dtype, np.floating) else ""))
+                                 f"dtype {xs.dtype}")
+            if not np.isfinite(xs).all():
+                raise ValueError(f"the {split} split's images hold NaN or inf")
         x, y = data.x_train, data.y_train
         if config.train_limit:
             x, y = x[: config.train_limit], y[: config.train_limit]
@@ -248,7 +249,7 @@ class Trainer:
                 raise ValueError(f"unexpected array {key!r}")
             groups[g][name] = a
         own = self.model.state()
-        expect = {"param": {n: p for n, p in own.items()},
+        expect = {"param": own,
                   "opt": {f"{n}/{k}": p for n, p in own.items() for k in self.opt.STATE_KEYS}
                   if meta["opt_t"] else {},
                   "avg": own if self.avg and meta["step"] else {}}
