@@ -2,8 +2,10 @@ r"""KL divergence approximations for the log-uniform prior, as functions of ``lo
 
 Sign convention (one for the whole library): these functions return **KL(q‖p) ≥ 0**, elementwise,
 and the training loss **adds** it: ``loss = mean CE + β · Σ KL / N``. Their derivatives are
-``∂KL/∂log α``. Both approximations are normalised so that KL → 0 as α → ∞ (the true KL against
-the improper log-uniform prior is defined up to a constant; see the test of quadrature).
+``∂KL/∂log α``. The true KL against the improper log-uniform prior is defined up to a
+constant, fixed so that it tends to 0 as α → ∞ (see the test of quadrature): M17 tends to 0
+there, and K15's constant is fitted to that true KL on α ≤ 1, the only range where K15 is used
+(beyond it :func:`kl_k15` stays at its value at α = 1, 0.415).
 
 K15 (Kingma et al. 2015, eq. 18 and appendix C), valid for α ≤ 1:
 
@@ -19,14 +21,16 @@ computed as :math:`k_1\,\mathrm{sigmoid}(-(k_2 + k_3\log\alpha))`, and its deriv
 :math:`s(1-s)` as :math:`\mathrm{sigmoid}(u)\,\mathrm{sigmoid}(-u)`: the difference from 1
 would cancel for large α (in float32 every digit of it is gone by :math:`\log\alpha \approx 10`).
 
-**Bounds and dead zones.** K15's polynomial diverges above α = 1 (164 at α = 7.4), and K15
-trains with the constraint α ≤ 1. We enforce it by *projection*: layers that learn ``log α``
-with the K15 KL clip the parameter into ``log α ≤ 0`` after each optimiser step (``project()``),
-so it never sits beyond the bound. Inside :func:`kl_k15` the input is clipped to the bound too
-(for fixed-α callers), and the derivative at the bound itself is the polynomial's one-sided
-derivative (−0.416, not 0): ``vd-b`` starts at α = 1 exactly, and there the data term and the
-KL both still move ``log α``, so a parameter on the bound can always come back. A gradient
-that would push it past the bound is undone by the projection, never by a zero gradient.
+**Bounds and dead zones.** K15's polynomial diverges above α = 1 (at α = 7.4 it gives KL ≈ −164,
+an impossible negative KL), and K15 trains with the constraint α ≤ 1. We enforce it by
+*projection*: layers that learn ``log α`` with the K15 KL clip the parameter into ``log α ≤ 0``
+after each optimiser step (``project()``), so it never sits beyond the bound. Inside
+:func:`kl_k15` the input is clipped to the bound too (for fixed-α callers), and the derivative
+at the bound itself is the polynomial's one-sided derivative (−0.416, not 0): ``vd-b``'s hidden
+layers start at α = 1 exactly (p = 0.5; the input layer at α = 0.25, p = 0.2), and there the
+data term and the KL both still move ``log α``, so a parameter on the bound can always come
+back. A gradient that would push it past the bound is undone by the projection, never by a zero
+gradient.
 
 M17 needs no clip at all: written with ``softplus(−log α) = log(1 + 1/α)`` it is finite with a
 finite derivative for every ``log α`` (we checked ``±20`` and beyond). M17's authors clip

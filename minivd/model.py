@@ -86,7 +86,8 @@ class Sequential:
         return sum((layer.kl() for layer in self.layers), 0.0) * self.kl_factor
 
     def kl_backward(self, scale: float) -> None:
-        """Add ``scale · kl_factor · ∂KL/∂θ`` into every layer's grads (``scale = β/N``)."""
+        """Add ``scale · kl_factor · ∂KL/∂params`` into every layer's grads (``scale = β/N``;
+        with K15 only ``log α`` gets a KL gradient, with M17 ``θ`` and ``log σ²`` both do)."""
         for layer in self.layers:
             layer.kl_backward(scale * self.kl_factor)
 
@@ -185,8 +186,9 @@ def build_mlp(widths: list[int], method: str = "vd-b", *, seed: int = 0,
     """A ReLU MLP with layer sizes ``widths`` (input first, classes last) and ``method``.
 
     Noise sits on every weight layer's input (p = 0.2 on the data, 0.5 on hidden units) as
-    activation noise (binary dropout, type A) or weight noise (type B, sparse VD), as in
-    Srivastava et al. and K15 section 5.
+    activation noise (binary dropout, type A) or weight noise (type B), as in Srivastava et al.
+    and K15 section 5; sparse VD ignores these rates and starts every weight at
+    ``log σ² = −10``.
     """
     _check_method(method)
     if len(widths) < 2 or any(int(w) < 1 for w in widths):

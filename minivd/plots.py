@@ -23,11 +23,13 @@ def _pyplot() -> Any:
 
 
 def plot_curves(history: list[dict], path: str | Path) -> Path:
-    """Training loss (negative ELBO per example) and validation error against epochs."""
+    """Training objective (mean CE + β·KL/N: the negative ELBO per example when β = 1) and
+    validation error against epochs."""
     plt = _pyplot()
     ep = [h["epoch"] for h in history]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.8))
-    a.plot(ep, [h["train_loss"] for h in history], "o-", label="train −ELBO / N")
+    a.plot(ep, [h["train_loss"] for h in history], "o-",
+           label="train objective (−ELBO / N at β = 1)")
     a.plot(ep, [h["train_ce"] for h in history], "s--", label="train cross-entropy")
     a.set_xlabel("epoch")
     a.set_ylabel("nats per example")

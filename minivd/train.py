@@ -1,11 +1,11 @@
 """The training loop: SGVB steps, per-epoch evaluation, progress, checkpoints and resume.
 
-Reproducibility: three generators, all from ``seed``: parameter initialisation (host, layer
-``i`` of an MLP seeded ``seed + i``), the minibatch order (host,
-``numpy.random.default_rng([seed, 1])``; its state at the start of each epoch is
-checkpointed, so a resumed run redraws the same permutation) and the noise (on the backend,
-``make_rng(seed + 2, backend)``). Tutorial 04 relies on this recipe. On NumPy a resumed run ends
-bit-for-bit where an uninterrupted one does. CuPy's generator state cannot be saved: a run
+Reproducibility: four generators, all from ``seed``: parameter initialisation (host, layer
+``i`` of an MLP seeded ``seed + i``), the minibatch order (host, ``default_rng([seed, 1])``;
+its state at the start of each epoch is checkpointed, so a resumed run redraws the same
+permutation), the noise (on the backend, ``make_rng(seed + 2, backend)``) and the final
+Monte-Carlo evaluation's (``seed + 3``). Tutorial 04 relies on this recipe. On NumPy a resumed
+run ends bit-for-bit where an uninterrupted one does. CuPy's generator state cannot be saved: a run
 resumed on CuPy continues with a fresh noise stream (we say so when it happens).
 """
 

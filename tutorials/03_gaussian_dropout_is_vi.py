@@ -121,7 +121,7 @@ for name, noisy in units.items():
 # ## Two ways to put the noise on the weights
 #
 # Multiplying the inputs by noise is the same as multiplying the weights by noise, so
-# Gaussian dropout defines a distribution over weights. Two choices (K15 eq. 10 and 11):
+# Gaussian dropout defines a distribution over weights. Two choices (K15 eq. 11 and 10):
 #
 # * **Type A, correlated weight noise.** One noise variable per *input unit*, shared by its
 #   row of weights: $w_{ij} = s_i\theta_{ij}$, $q(s_i) = \mathcal{N}(1, \alpha)$, fresh per

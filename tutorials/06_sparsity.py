@@ -130,12 +130,14 @@ assert ratios[-1][0] - 5 * ratios[-1][1] > 2  # log α = 4: several times noisie
 # ## Training a sparse network
 #
 # `build_model(..., method="sparse-vd")` (and so `TrainConfig(method="sparse-vd")`) makes
-# every weight layer a `VariationalDense(sparse=True)`: one $(\theta, \log\sigma^2)$ per
+# every weight layer a `VariationalDense(sparse=True)` (in a LeNet-5 the conv layers become
+# `VariationalConv2D(sparse=True)`): one $(\theta, \log\sigma^2)$ per
 # weight, $\log\sigma^2$ initialised at $-10$ (almost no noise), the M17 KL, no bound on
 # $\alpha$. M17's recipe for LeNet-300-100 (784-300-100-10): Adam, batch 100, learning rate
 # $10^{-3}$ decayed linearly to 0 after epoch 100 of 200, and a KL weight $\beta$ that is 0
 # for 5 epochs and then rises linearly to 1 by epoch 20 (so the network first learns to fit
-# the data). We keep the shape of the recipe and shorten it.
+# the data). The full run below keeps the shape of the recipe and shortens it; the fast
+# setting drops the delay and the decay.
 #
 # At test time a weight with $\log\alpha\ge 3$ ($\alpha\approx 20$, a dropout rate of about
 # $0.95$) is set to zero, and the rest use their means $\theta$.

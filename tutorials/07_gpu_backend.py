@@ -45,6 +45,7 @@ import minivd.functional as F  # noqa: E402
 from minivd.kl import kl_m17, kl_m17_grad  # noqa: E402
 from minivd.model import build_model  # noqa: E402
 from minivd.optim import Adam  # noqa: E402
+from minivd.random import standard_normal  # noqa: E402
 
 print("demo backend:", BACKEND, "| fast:", FAST)
 
@@ -107,7 +108,7 @@ except minivd.BackendUnavailableError as exc:  # MINIVD_BACKEND=cupy on a machin
 # noise: draw every input and noise array once on the host in float32, give copies to both
 # backends' functional ops, and compare the outputs and gradients. The two sides sum in
 # different orders (OpenBLAS vs cuBLAS), so they agree to float32 rounding: a relative error
-# (`minivd.rel_error`, max abs difference over max magnitude) below $10^{-5}$.
+# (`minivd.rel_error`: $\max|a-b| / \max(|a|+|b|)$) below $10^{-5}$.
 
 # %%
 r = np.random.default_rng(0)
@@ -216,8 +217,8 @@ def time_layer(backend, shape, op):
         fwd, bwd, noise_shape = (F.per_example_dense_forward, F.per_example_dense_backward,
                                  (m, k, j))
 
-    def step():  # noise drawn fresh every time, as in training
-        out, c = fwd(x, wm, wv, None, rng.standard_normal(noise_shape, dtype=f32))
+    def step():  # noise drawn fresh every time, by the sampler the layers use in training
+        out, c = fwd(x, wm, wv, None, standard_normal(rng, noise_shape, f32))
         return bwd(dout, c)
 
     return best_time(step, xp)

@@ -53,7 +53,8 @@ class VariationalDense(VariationalLayer):
     ----------
     d_in, d_out : int
     p : float
-        Initial dropout rate, ``α = p/(1−p)`` (K15 only; the paper starts ``vd-b`` at p = 0.5).
+        Initial dropout rate, ``α = p/(1−p)`` (K15 only; the paper starts ``vd-b`` at p = 0.5
+        on hidden units and 0.2 on the input).
     learn_alpha : bool
         False gives Gaussian dropout B with a fixed α (no KL, no ``log_alpha`` parameter).
     alpha_per : {"weight", "unit", "layer"}
