@@ -54,13 +54,23 @@ def evaluate(model: Sequential, x: np.ndarray, y: np.ndarray, *, xp: Any = np,
     check_split("evaluate", x, y)
     if mode == "mc" and (rng is None or int(samples) < 1):
         raise ValueError("mode='mc' needs rng= and samples ≥ 1")
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ValueError(f"batch must be an int ≥ 1, got {batch!r}")
+
+    def logits(xb: Any, **kw: Any) -> Any:
+        z = model.predict_logits(xb, **kw)
+        if not bool(get_xp(z).isfinite(z).all()):  # argmax would call a NaN row class 0
+            raise ValueError(f"the model's logits are not finite on examples {lo}..{lo + len(xb)}"
+                             " (NaN or inf parameters?): no error rate can be computed")
+        return z
+
     wrong, entropy = 0, 0.0
     for lo in range(0, len(x), batch):
         xb = asarray(x[lo:lo + batch], xp)
         if mode == "mean":
-            pred = model.predict_logits(xb).argmax(axis=1)
+            pred = logits(xb).argmax(axis=1)
         else:
-            probs = sum(_softmax(xp, model.predict_logits(xb, rng=rng, train=True))
+            probs = sum(_softmax(xp, logits(xb, rng=rng, train=True))
                         for _ in range(int(samples))) / int(samples)
             pred = probs.argmax(axis=1)
             ent = -(probs * xp.log(xp.maximum(probs, 1e-30))).sum(axis=1)

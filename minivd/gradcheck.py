@@ -66,13 +66,20 @@ def numerical_vjp(
     args = list(args)
     douts = [np.asarray(to_numpy(d), dtype=np.float64)
              for d in (douts if isinstance(douts, (tuple, list)) else (douts,))]
+    if not (isinstance(h, (int, float)) and np.isfinite(h) and h > 0):
+        raise ValueError(f"numerical_vjp: h must be a finite step > 0, got {h!r}")
+    outs = _outputs(f, args)  # the douts must match the outputs one to one, shape for shape
+    if [o.shape for o in outs] != [d.shape for d in douts]:
+        raise ValueError(f"numerical_vjp: douts have shapes {[d.shape for d in douts]} but f's "
+                         f"outputs {[o.shape for o in outs]}")
     if wrt is None:
         wrt = [i for i, a in enumerate(args) if hasattr(a, "shape")]
     grads = []
     for i in wrt:
         x = args[i]
-        if x.dtype != np.float64:
-            raise TypeError(f"numerical_vjp: argument {i} must be float64, got {x.dtype}")
+        if not hasattr(x, "dtype") or x.dtype != np.float64:
+            got = getattr(x, "dtype", type(x).__name__)
+            raise TypeError(f"numerical_vjp: argument {i} must be a float64 array, got {got}")
         flat_grad = np.zeros(x.size)
         base = x.copy()
         for k in range(x.size):

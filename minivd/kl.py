@@ -47,6 +47,7 @@ import numpy as np
 
 from ._rowwise import rowwise
 from .backend import get_xp
+from .functional._checks import check_float
 
 __all__ = [
     "K15_C",
@@ -68,9 +69,17 @@ K15_LOG_ALPHA_MAX = 0.0
 M17_K = (0.63576, 1.87320, 1.48695)
 
 
+def _log_alpha(log_alpha: Any) -> Any:
+    """A float32/float64 array (a Python number becomes a float64 0-d array)."""
+    if isinstance(log_alpha, (int, float)) and not isinstance(log_alpha, bool):
+        log_alpha = np.asarray(log_alpha, dtype=np.float64)
+    check_float("log_alpha", log_alpha)
+    return log_alpha
+
+
 def kl_k15(log_alpha: Any) -> Any:
     """Elementwise K15 KL (≥ 0 on its range) at ``min(log_alpha, 0)``."""
-    return rowwise(_kl_k15, log_alpha, out=1)
+    return rowwise(_kl_k15, _log_alpha(log_alpha), out=1)
 
 
 def _kl_k15(log_alpha: Any, out: tuple | None = None) -> Any:
@@ -97,7 +106,8 @@ def kl_k15_grad(log_alpha: Any, alpha: Any = None) -> Any:
     derivative is 0, which we return. ``alpha``, if given, is ``exp(log_alpha)`` already
     computed (its entries above the bound are ignored, as they are masked).
     """
-    if getattr(log_alpha, "ndim", 1) == 0:  # the in-place mask below needs an array
+    log_alpha = _log_alpha(log_alpha)
+    if log_alpha.ndim == 0:  # the in-place mask below needs an array
         return kl_k15_grad(log_alpha.reshape(1), None if alpha is None else alpha.reshape(1))[0]
     return rowwise(kl_k15_grad_kernel, log_alpha, alpha, out=1)
 
@@ -140,7 +150,7 @@ def _softplus(xp: Any, z: Any) -> Any:
 
 def kl_m17(log_alpha: Any) -> Any:
     """Elementwise M17 KL (≥ 0), finite for every ``log_alpha``."""
-    return rowwise(_kl_m17, log_alpha, out=1)
+    return rowwise(_kl_m17, _log_alpha(log_alpha), out=1)
 
 
 def _kl_m17(log_alpha: Any, out: tuple | None = None) -> Any:
@@ -158,7 +168,7 @@ def _kl_m17(log_alpha: Any, out: tuple | None = None) -> Any:
 def kl_m17_grad(log_alpha: Any) -> Any:
     r"""``∂ kl_m17 / ∂ log α``: :math:`-k_1k_3\,s(1-s) - \tfrac12\,\mathrm{sigmoid}(-\log\alpha)`,
     :math:`s = \mathrm{sigmoid}(k_2 + k_3\log\alpha)`."""
-    return rowwise(_kl_m17_grad, log_alpha, out=1)
+    return rowwise(_kl_m17_grad, _log_alpha(log_alpha), out=1)
 
 
 def kl_m17_grad_kernel(log_alpha: Any, scale: float = 1.0) -> Any:

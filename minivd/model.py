@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+
 from .functional import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from .layers import (
     Dense,
@@ -234,9 +236,11 @@ def build_model(model: str = "mlp", method: str = "vd-b", *, width: int = 512, d
     """Build ``"mlp"`` (``depth`` hidden layers of ``width``), ``"lenet-300-100"`` or
     ``"lenet-5"`` (20@5×5, pool, 50@5×5, pool, FC 500, FC 10; 28×28 inputs) with ``method``."""
     _check_method(method)
+    for name, v, lo in (("seed", seed, 0), ("width", width, 1), ("depth", depth, 0),
+                        ("in_features", in_features, 1), ("n_classes", n_classes, 1)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"{name} must be an int ≥ {lo}, got {v!r}")
     if model == "mlp":
-        if int(depth) < 0 or int(width) < 1:
-            raise ValueError(f"need width ≥ 1 and depth ≥ 0, got width={width}, depth={depth}")
         widths = [in_features] + [int(width)] * int(depth) + [n_classes]
         return build_mlp(widths, method, seed=seed, backend=backend, dtype=dtype)
     if model == "lenet-300-100":

@@ -369,7 +369,7 @@ BAD = [
     (dict(b=np.zeros(3)), ValueError, r"b must have shape \(4,\)"),
     (dict(noise=np.zeros((2, 4, 5, 5))), ValueError, "noise must have shape"),
     (dict(x=np.zeros((2, 3, 5, 5), np.float32)), TypeError, "dtype"),
-    (dict(x=np.zeros((2, 3, 5, 5), int)), TypeError, "x must be a floating"),
+    (dict(x=np.zeros((2, 3, 5, 5), int)), TypeError, "x must be a float32 or float64"),
 ]
 
 

@@ -8,19 +8,32 @@ import numpy as np
 
 from ..backend import get_xp
 
+FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
-def check_float(name: str, a: Any, ndim: int | None = None) -> None:
-    """``a`` must be a floating NumPy/CuPy array (of rank ``ndim`` when given)."""
+
+def check_array(name: str, a: Any) -> None:
+    """``a`` must be a NumPy or CuPy array."""
     if not hasattr(a, "dtype") or not hasattr(a, "shape"):
         raise TypeError(f"{name} must be a NumPy or CuPy array, got {type(a).__name__}")
-    if not np.issubdtype(a.dtype, np.floating):
-        raise TypeError(f"{name} must be a floating-point array, got dtype {a.dtype}")
+
+
+def check_float(name: str, a: Any, ndim: int | None = None) -> None:
+    """``a`` must be a float32 or float64 NumPy/CuPy array (of rank ``ndim`` when given).
+
+    float16 is refused: the ``1e-8`` under the LRT square roots (and ``θ² + 1e-8``) round to 0
+    in it, which turns a zero input into a division by zero; the noise samplers draw float32
+    or float64 only.
+    """
+    check_array(name, a)
+    if a.dtype not in FLOATS:
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {a.dtype}")
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(a.shape)}")
 
 
 def check_shape(name: str, a: Any, shape: tuple, what: str = "") -> None:
-    """``a.shape`` must equal ``shape``."""
+    """``a`` must be an array of shape ``shape``."""
+    check_array(name, a)
     if tuple(a.shape) != tuple(shape):
         extra = f" ({what})" if what else ""
         raise ValueError(f"{name} must have shape {tuple(shape)}{extra}, got {tuple(a.shape)}")
@@ -36,6 +49,26 @@ def check_same_dtype(**arrays: Any) -> None:
                 f"{name} has dtype {a.dtype} but {first_name} has {first.dtype}; "
                 "cast them to one floating dtype"
             )
+
+
+def check_upstream(name: str, a: Any, shape: tuple, what: str, like: Any = None) -> None:
+    """An upstream gradient: a float array of ``shape``, of ``like``'s dtype when given (the
+    dtype the forward ran in, so a gradient never silently changes precision)."""
+    check_float(name, a)
+    check_shape(name, a, shape, what)
+    if like is not None and a.dtype != like.dtype:
+        raise TypeError(f"{name} has dtype {a.dtype} but the forward ran in {like.dtype}; "
+                        f"cast it to {like.dtype}")
+
+
+def check_eps(eps: Any, dtype: Any) -> Any:
+    """``eps`` (added under a square root) must be a finite real > 0; returned in ``dtype``, so
+    a NumPy float64 scalar does not promote float32 arrays."""
+    ok = isinstance(eps, (int, float, np.integer, np.floating)) and not isinstance(eps, bool)
+    if not ok or not np.isfinite(eps) or eps <= 0:
+        raise ValueError(f"eps must be a finite number > 0 (it keeps sqrt(δ + eps) > 0), "
+                         f"got {eps!r}")
+    return np.dtype(dtype).type(eps)
 
 
 def xp_of(**arrays: Any) -> Any:

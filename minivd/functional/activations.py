@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from ._checks import check_float, check_shape, xp_of
+from ._checks import check_float, check_upstream, xp_of
 
 __all__ = ["relu_forward", "relu_backward"]
 
@@ -31,5 +31,5 @@ def relu_backward(dout: Any, cache: ReLUCache) -> Any:
     1. :math:`\partial y/\partial x = 1` where :math:`x > 0`, else 0 (the kink at 0 takes 0),
        so ``dx = dout * (x > 0)``.
     """
-    check_shape("dout", dout, cache.mask.shape, "same as x")
+    check_upstream("dout", dout, cache.mask.shape, "same as x")
     return dout * cache.mask  # step 1

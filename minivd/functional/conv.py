@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..backend import get_xp
-from ._checks import check_shape
+from ._checks import check_eps, check_upstream
 from ._im2col import (
     ConvBlocks,
     ConvGeom,
@@ -139,7 +139,7 @@ def conv2d_backward(dout: Any, cache: ConvCache) -> ConvGrads:
     3. ``dX = G W̃ᵀ``, then ``dx = col2im(dX)``: one strided add per kernel offset.
     """
     xpad, w, g, has_bias = cache
-    check_shape("dout", dout, g.out_shape, "(N, C_out, H_out, W_out)")
+    check_upstream("dout", dout, g.out_shape, "(N, C_out, H_out, W_out)", like=w)
     xp = get_xp(dout, xpad)
     blocks, w_mat = ConvBlocks(xpad, g), _mat(w)
     dw = xp.zeros((g.o, g.k + 1), dtype=xpad.dtype)  # last column: db, from the ones row
@@ -199,6 +199,7 @@ def lrt_conv2d_forward(
     """
     xp, g = check_conv_args(x, w_mean, w_var, b, stride, padding)
     check_noise(noise, x, g.out_shape, "(N, C_out, H_out, W_out)")
+    eps = check_eps(eps, x.dtype)
     xpad = pad_input(x, g)
     blocks = ConvBlocks(xpad, g)
     wm, wv = _aug(xp, w_mean, 0.0 if b is None else b), _aug(xp, w_var, float(eps))
@@ -295,7 +296,7 @@ def lrt_conv2d_backward(dout: Any, cache: LRTConvCache, need_dx: bool = True) ->
     Kingma, Salimans & Welling (2015), section 2.3 and its conv remark.
     """
     xpad, w_mean, w_var, noise, s, g, has_bias = cache
-    check_shape("dout", dout, g.out_shape, "(N, C_out, H_out, W_out)")
+    check_upstream("dout", dout, g.out_shape, "(N, C_out, H_out, W_out)", like=w_mean)
     xp = get_xp(dout, xpad)
     blocks, wm, wv = ConvBlocks(xpad, g), _mat(w_mean), _mat(w_var)
     dd = xp.multiply(dout, noise)  # step 2: 2·Delta = G ζ / s

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..backend import get_xp
-from ._checks import check_shape
+from ._checks import check_eps, check_upstream
 from ._im2col import (
     ConvBlocks,
     ConvGeom,
@@ -67,7 +67,7 @@ def shared_weight_conv2d_forward(
     """
     xp, _ = check_conv_args(x, w_mean, w_var, b, stride, padding)
     check_noise(noise, x, w_mean.shape, "(C_out, C_in, KH, KW): one kernel sample per minibatch")
-    std = xp.sqrt(w_var + eps)
+    std = xp.sqrt(w_var + check_eps(eps, x.dtype))
     w = std * noise
     w += w_mean
     out, conv_cache = conv2d_forward(x, w, b, stride, padding)
@@ -119,7 +119,7 @@ def per_example_conv2d_forward(
     xp, g = check_conv_args(x, w_mean, w_var, b, stride, padding)
     check_noise(noise, x, (g.n,) + tuple(w_mean.shape),
                 "(N, C_out, C_in, KH, KW): one kernel sample per example")
-    std = xp.sqrt(w_var + eps)
+    std = xp.sqrt(w_var + check_eps(eps, x.dtype))
     xpad = pad_input(x, g)
     blocks, wm = ConvBlocks(xpad, g), _aug(xp, w_mean, 0.0 if b is None else b)
     out = xp.empty(g.out_shape, dtype=x.dtype)
@@ -156,7 +156,7 @@ def per_example_conv2d_backward(dout: Any, cache: PerExampleConvCache) -> LRTCon
        :math:`\partial s/\partial\sigma^2 = 1/(2s)`: ``dw_var = Σ_n (X_nᵀ G_n)∘E_n / (2s)``.
     """
     xpad, w_mean, std, noise, g, has_bias = cache
-    check_shape("dout", dout, g.out_shape, "(N, C_out, H_out, W_out)")
+    check_upstream("dout", dout, g.out_shape, "(N, C_out, H_out, W_out)", like=w_mean)
     xp = get_xp(xpad, dout)
     blocks, wm = ConvBlocks(xpad, g), _mat(w_mean)
     dw_mean = xp.zeros((g.o, g.k + 1), dtype=std.dtype)  # last column: db, from the ones row

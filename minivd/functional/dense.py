@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from .._fused import kernel
-from ._checks import check_dense_args, check_shape
+from ._checks import check_dense_args, check_eps, check_shape, check_upstream
 
 __all__ = [
     "DenseGrads",
@@ -97,7 +97,7 @@ def dense_backward(dout: Any, cache: DenseCache) -> DenseGrads:
     3. :math:`\partial B_{nj}/\partial b_j = 1`: ``db = G.sum(0)``.
     """
     x, w, has_bias = cache
-    check_shape("dout", dout, (x.shape[0], w.shape[1]), "(N, D_out)")
+    check_upstream("dout", dout, (x.shape[0], w.shape[1]), "(N, D_out)", like=w)
     dx = dout @ w.T  # step 1
     dw = x.T @ dout  # step 2
     db = dout.sum(axis=0) if has_bias else None  # step 3
@@ -135,6 +135,7 @@ def lrt_dense_forward(
     """
     xp = check_dense_args(x, w_mean, w_var, b, noise)
     check_shape("noise", noise, (x.shape[0], w_mean.shape[1]), "(N, D_out)")
+    eps = check_eps(eps, x.dtype)
     x2 = xp.square(x)
     out = x @ w_mean  # gamma (without bias yet)
     s = x2 @ w_var  # delta
@@ -197,7 +198,7 @@ def lrt_dense_backward(dout: Any, cache: LRTDenseCache, need_dx: bool = True) ->
     Kingma, Salimans & Welling (2015), section 2.3 (local reparameterization trick).
     """
     x, x2, w_mean, w_var, noise, s, has_bias = cache
-    check_shape("dout", dout, s.shape, "(N, D_out)")
+    check_upstream("dout", dout, s.shape, "(N, D_out)", like=s)
     fused_ddelta, fused_dx = kernel("lrt_ddelta", dout), kernel("lrt_dx", dout)
     dx = None
     if fused_ddelta is not None:  # the same steps, one fused pass each

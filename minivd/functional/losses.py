@@ -41,6 +41,8 @@ def softmax_cross_entropy_forward(logits: Any, labels: Any) -> tuple[Any, CECach
     if labels.shape != (logits.shape[0],):
         raise ValueError(f"labels must have shape ({logits.shape[0]},), got {tuple(labels.shape)}")
     k = logits.shape[1]
+    if not logits.shape[0]:
+        raise ValueError("the batch is empty: the mean cross-entropy of 0 examples is undefined")
     if labels.size and bool(((labels < 0) | (labels >= k)).any()):
         raise ValueError(f"labels must lie in [0, {k}) for {k} classes")
     z = logits - logits.max(axis=1, keepdims=True)
@@ -84,6 +86,8 @@ def softmax_cross_entropy_backward(dloss: Any, cache: CECache) -> Any:
     """
     probs, labels = cache
     xp = xp_of(probs=probs)
+    if getattr(dloss, "ndim", 0) != 0 or isinstance(dloss, bool) or not np.isfinite(dloss):
+        raise ValueError(f"dloss must be a finite scalar (the loss is a scalar), got {dloss!r}")
     n = probs.shape[0]
     d = probs * (probs >= probs.dtype.type(dust_threshold(probs.dtype)))  # steps 1 and 4 (a copy)
     d[xp.arange(n), labels] -= 1  # step 2

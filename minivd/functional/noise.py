@@ -9,7 +9,14 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ._broadcast import sum_to_shape
-from ._checks import check_broadcasts_to, check_float, check_same_dtype, check_shape, xp_of
+from ._checks import (
+    check_broadcasts_to,
+    check_float,
+    check_same_dtype,
+    check_shape,
+    check_upstream,
+    xp_of,
+)
 
 __all__ = [
     "bernoulli_dropout_forward",
@@ -62,7 +69,7 @@ def bernoulli_dropout_backward(dout: Any, cache: BernoulliCache) -> Any:
 
     1. :math:`\partial y/\partial x = m/(1-p)`: ``dx = dout * scaled_mask``.
     """
-    check_shape("dout", dout, cache.scaled_mask.shape, "same as x")
+    check_upstream("dout", dout, cache.scaled_mask.shape, "same as x", like=cache.scaled_mask)
     return dout * cache.scaled_mask  # step 1
 
 
@@ -78,9 +85,11 @@ def gaussian_dropout_forward(x: Any, log_alpha: Any, eps: Any) -> tuple[Any, Gau
     log_alpha : array broadcastable to ``x``
         ``(D,)`` per unit of a dense input, ``(C, 1, 1)`` per channel of a conv input, ``()`` or
         ``(1,)`` per layer.
-    eps : array broadcastable to ``x``
+    eps : array of ``x``'s rank and batch size, broadcastable to ``x``
         Standard normals: ``x.shape`` (independent per unit) or e.g. ``(N, C, 1, 1)`` (one value
-        per example and channel, shared over positions).
+        per example and channel, shared over positions). Noise without its own value for each
+        example (``(1, D)``, ``(D,)``) is refused: it would share one draw across the
+        minibatch, the single-sample estimator.
     """
     xp = xp_of(x=x, log_alpha=log_alpha, eps=eps)
     check_float("x", x)
@@ -89,6 +98,9 @@ def gaussian_dropout_forward(x: Any, log_alpha: Any, eps: Any) -> tuple[Any, Gau
     check_same_dtype(x=x, log_alpha=log_alpha, eps=eps)
     check_broadcasts_to("log_alpha", log_alpha, x.shape, "x")
     check_broadcasts_to("eps", eps, x.shape, "x")
+    if eps.ndim != x.ndim or (x.ndim and eps.shape[0] != x.shape[0]):
+        raise ValueError(f"eps {tuple(eps.shape)} must have x's rank and batch size (x "
+                         f"{tuple(x.shape)}): one noise value per example at least")
     sqrt_alpha = xp.exp(0.5 * log_alpha)
     mult = sqrt_alpha * eps
     mult += 1
@@ -115,7 +127,7 @@ def gaussian_dropout_backward(dout: Any, cache: GaussianCache) -> tuple[Any, Any
        its gradient sums ``dout · ½√α · x · ε`` over every broadcast axis.
     """
     x, eps, sqrt_alpha, mult, la_shape = cache
-    check_shape("dout", dout, x.shape, "same as x")
+    check_upstream("dout", dout, x.shape, "same as x", like=x)
     dx = dout * mult  # step 1
     g = dout * x  # step 2
     g *= eps

@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._checks import check_float, check_shape, xp_of
+from ._checks import check_float, check_upstream, xp_of
 
 __all__ = ["maxpool2d_forward", "maxpool2d_backward", "flatten_forward", "flatten_backward",
            "pair"]
@@ -94,7 +94,7 @@ def maxpool2d_backward(dout: Any, cache: MaxPoolCache) -> Any:
        the add into zeros is a plain product written into the strided view.
     """
     x_shape, argmax, (kh, kw), (sh, sw) = cache
-    check_shape("dout", dout, argmax.shape, "(N, C, H_out, W_out)")
+    check_upstream("dout", dout, argmax.shape, "(N, C, H_out, W_out)")
     xp = xp_of(dout=dout, argmax=argmax)
     ho, wo = argmax.shape[2:]
     dx = xp.zeros(x_shape, dtype=dout.dtype)
@@ -115,12 +115,13 @@ def flatten_forward(x: Any) -> tuple[Any, tuple]:
     xp_of(x=x)
     if x.ndim < 1:
         raise ValueError(f"x must have a batch axis, got shape {tuple(x.shape)}")
-    return x.reshape(x.shape[0], -1), tuple(x.shape)
+    rest = int(np.prod(x.shape[1:], dtype=np.int64))  # not -1: N = 0 must work too
+    return x.reshape(x.shape[0], rest), tuple(x.shape)
 
 
 def flatten_backward(dout: Any, cache: tuple) -> Any:
     """The reshape back: ``dout (N, d1·d2·...)`` → ``(N, d1, d2, ...)``."""
     n = cache[0]
     rest = int(np.prod(cache[1:], dtype=np.int64))
-    check_shape("dout", dout, (n, rest), "(N, features)")
+    check_upstream("dout", dout, (n, rest), "(N, features)")
     return dout.reshape(cache)

@@ -16,7 +16,14 @@ from .._fused import kernel
 from .._rowwise import rowwise
 from ..backend import get_xp
 from ._broadcast import sum_to_shape
-from ._checks import check_broadcasts_to, check_float, check_same_dtype, check_shape, xp_of
+from ._checks import (
+    check_broadcasts_to,
+    check_float,
+    check_same_dtype,
+    check_shape,
+    check_upstream,
+    xp_of,
+)
 
 __all__ = [
     "THETA_EPS",
@@ -87,7 +94,7 @@ def k15_variance_backward(dvar: Any, cache: K15Cache) -> tuple[Any, Any]:
        ``dlog_alpha = dvar * var``, summed over the axes ``log_alpha`` was broadcast along.
     """
     theta, alpha, var, la_shape = cache
-    check_shape("dvar", dvar, theta.shape, "same as theta")
+    check_upstream("dvar", dvar, theta.shape, "same as theta", like=theta)
     if la_shape == tuple(theta.shape):
         return rowwise(k15_backward_kernel, dvar, theta, alpha, var, out=2)
     dtheta, dlog_alpha = k15_backward_kernel(dvar, theta, alpha, var)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..backend import get_xp
-from ._checks import check_dense_args, check_shape
+from ._checks import check_dense_args, check_eps, check_shape, check_upstream
 from .dense import LRTDenseGrads
 
 __all__ = [
@@ -53,7 +53,7 @@ def shared_weight_dense_forward(
     """``out = x @ (w_mean + sqrt(w_var + eps) * noise) + b`` with one ``noise (D_in, D_out)``."""
     xp = check_dense_args(x, w_mean, w_var, b, noise)
     check_shape("noise", noise, w_mean.shape, "(D_in, D_out): one weight sample per minibatch")
-    std = xp.sqrt(w_var + eps)
+    std = xp.sqrt(w_var + check_eps(eps, x.dtype))
     w = std * noise
     w += w_mean
     out = x @ w
@@ -77,7 +77,7 @@ def shared_weight_dense_backward(dout: Any, cache: SharedWeightCache) -> LRTDens
     4. ``db = G.sum(0)``.
     """
     x, w, std, noise, has_bias = cache
-    check_shape("dout", dout, (x.shape[0], w.shape[1]), "(N, D_out)")
+    check_upstream("dout", dout, (x.shape[0], w.shape[1]), "(N, D_out)", like=w)
     dx = dout @ w.T  # step 1
     dw = x.T @ dout
     dw_var = dw * noise  # step 3
@@ -104,7 +104,7 @@ def per_example_dense_forward(
     n, d_in = x.shape
     d_out = w_mean.shape[1]
     check_shape("noise", noise, (n, d_in, d_out), "(N, D_in, D_out): one weight sample per example")
-    std = xp.sqrt(w_var + eps)
+    std = xp.sqrt(w_var + check_eps(eps, x.dtype))
     out = x @ w_mean
     for sl in _chunks(n, d_in * d_out):
         z = noise[sl] * std  # (chunk, D_in, D_out): the weight noise s∘E_n
@@ -130,7 +130,7 @@ def per_example_dense_backward(dout: Any, cache: PerExampleCache) -> LRTDenseGra
     x, w_mean, std, noise, has_bias = cache
     n, d_in = x.shape
     d_out = w_mean.shape[1]
-    check_shape("dout", dout, (n, d_out), "(N, D_out)")
+    check_upstream("dout", dout, (n, d_out), "(N, D_out)", like=w_mean)
     xp = get_xp(x, dout)
     dx = dout @ w_mean.T  # step 1, mean part
     dstd = xp.zeros_like(w_mean)

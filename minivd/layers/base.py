@@ -102,11 +102,24 @@ class Layer:
             raise ValueError(
                 f"{name}.forward(train=True) draws noise: pass rng=minivd.make_rng(seed, backend)"
             )
+        if isinstance(rng, np.random.RandomState) or not (
+                hasattr(rng, "random") and hasattr(rng, "standard_normal")):
+            raise TypeError(f"{name}.forward: rng must be a NumPy or CuPy Generator "
+                            f"(minivd.make_rng(seed, backend)), got {type(rng).__name__}")
         return rng
+
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}={tuple(v.shape)}" for k, v in self.params.items())
         return f"{type(self).__name__}({shapes})"
+
+
+def need_grad(grads: dict, key: str, owner: str) -> Any:
+    """``grads[key]``, which ``kl_backward`` adds into: backward must have made it."""
+    if key not in grads:
+        raise RuntimeError(f"{owner}.kl_backward adds the KL gradient into the data gradient of "
+                           f"{key!r}: call backward(dout) first")
+    return grads[key]
 
 
 def init_generator(seed: int | np.random.Generator | None) -> np.random.Generator:
@@ -122,8 +135,9 @@ def place(a: np.ndarray, backend: str | ModuleType, dtype: Any) -> Any:
     """Put a host array on ``backend`` with ``dtype`` (a floating dtype)."""
     xp = resolve_backend(backend)
     dtype = np.dtype(dtype)
-    if not np.issubdtype(dtype, np.floating):
-        raise TypeError(f"dtype must be a floating dtype, got {dtype}")
+    if dtype not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {dtype} (float16 loses the "
+                        "1e-8 that keeps the LRT's square roots and gradients finite)")
     if backend_name(xp) == "numpy":
         return np.ascontiguousarray(a, dtype=dtype)
     return xp.asarray(np.ascontiguousarray(a, dtype=dtype))

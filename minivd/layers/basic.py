@@ -17,9 +17,10 @@ from ..functional import (
     relu_backward,
     relu_forward,
 )
+from ..functional._checks import check_float
 from ..kl import K15_LOG_ALPHA_MAX, kl_k15, kl_k15_grad
 from ..random import standard_normal
-from .base import Layer, check_positive_int, init_generator, p_to_log_alpha, place
+from .base import Layer, check_positive_int, init_generator, need_grad, p_to_log_alpha, place
 
 __all__ = ["Dense", "ReLU", "Dropout", "GaussianDropout", "Reshape"]
 
@@ -79,6 +80,7 @@ class Dropout(Layer):
         self.p_drop = float(p_drop)
 
     def forward(self, x: Any, *, rng: Any = None, train: bool = True) -> Any:
+        check_float("x", x)
         if not train or self.p_drop == 0.0:
             self._cache = None
             return x
@@ -149,6 +151,7 @@ class GaussianDropout(Layer):
         return self.params["log_alpha"] if self.learn_alpha else self._fixed_log_alpha
 
     def forward(self, x: Any, *, rng: Any = None, train: bool = True) -> Any:
+        check_float("x", x)
         if x.ndim not in (2, 4) or x.shape[1] != self.num_units:
             raise ValueError(
                 f"GaussianDropout({self.num_units}) takes x of shape (N, {self.num_units}) or "
@@ -181,6 +184,7 @@ class GaussianDropout(Layer):
 
     def kl_backward(self, scale: float) -> None:
         if self.learn_alpha:
+            need_grad(self.grads, "log_alpha", "GaussianDropout")
             self.grads["log_alpha"] += (scale * self._copies()) * kl_k15_grad(
                 self.params["log_alpha"])
 

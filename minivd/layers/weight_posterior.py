@@ -31,7 +31,7 @@ from ..kl import (
     kl_m17_grad,
     kl_m17_grad_kernel,
 )
-from .base import Layer, p_to_log_alpha, place
+from .base import Layer, need_grad, p_to_log_alpha, place
 
 __all__ = ["WeightPosterior", "VariationalLayer", "SPARSE_LOG_ALPHA_THRESHOLD"]
 
@@ -246,11 +246,13 @@ class WeightPosterior:
                 (_, la), cache = m17_variance_forward(self.params["theta"],
                                                       self.params["log_sigma2"])
             dtheta, dls2 = m17_variance_backward(None, scale * kl_m17_grad(la), cache)
+            need_grad(grads, "theta", "the sparse layer")
+            need_grad(grads, "log_sigma2", "the sparse layer")
             grads["theta"] += dtheta
             grads["log_sigma2"] += dls2
             return
         c = scale * self._copies()
-        la, g = self.params["log_alpha"], grads["log_alpha"]
+        la, g = self.params["log_alpha"], need_grad(grads, "log_alpha", "the variational layer")
         alpha = None
         if isinstance(map_cache, K15Cache) and map_cache.alpha.shape == la.shape:
             alpha = map_cache.alpha  # exp(log α) of this step's forward pass

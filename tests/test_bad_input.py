@@ -1,0 +1,234 @@
+"""Bad input to the public numerical API gets a clear error, never a silent wrong result.
+
+Each case here was found by probing the API: before its check it either returned something
+plausible and wrong (a perfect error rate, noise shared across the batch, a broadcast gradient,
+a float64 result from float32 inputs) or made NaN from finite input, or failed deep inside NumPy
+without naming the argument.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import minivd.functional as F
+from minivd import make_rng
+from minivd.evaluate import evaluate
+from minivd.gradcheck import numerical_vjp
+from minivd.kl import kl_k15, kl_k15_grad, kl_m17, kl_m17_grad
+from minivd.layers import Dense, GaussianDropout, VariationalDense
+from minivd.model import build_model
+from minivd.optim import SGD, Adam
+
+f32 = np.float32
+
+
+def tiny_model():
+    return build_model("mlp", "vd-b", width=4, depth=1, in_features=3, n_classes=2, seed=0)
+
+
+def tiny_split(n=6):
+    return np.random.default_rng(0).random((n, 3), dtype=f32), np.arange(n) % 2
+
+
+# ---- evaluation -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("batch", [0, -1, 2.0, True])
+def test_evaluate_rejects_a_batch_that_would_skip_every_example(batch):
+    x, y = tiny_split()
+    with pytest.raises(ValueError, match="batch must be an int"):
+        evaluate(tiny_model(), x, y, batch=batch)  # batch=-1 used to report error 0.0
+
+
+@pytest.mark.parametrize("mode", ["mean", "mc"])
+def test_evaluate_refuses_non_finite_logits(mode):
+    model = tiny_model()
+    for _, p, _ in model.parameters():
+        p[...] = np.nan
+    x, y = tiny_split()
+    with pytest.raises(ValueError, match="logits are not finite"):  # argmax(NaN row) = class 0
+        evaluate(model, x, np.zeros_like(y), mode=mode, rng=make_rng(0))
+
+
+# ---- noise shapes, eps, dtypes --------------------------------------------------------------
+
+@pytest.mark.parametrize("eps_shape", [(1, 4), (4,), ()])
+def test_gaussian_dropout_refuses_noise_shared_across_the_batch(eps_shape):
+    x = np.ones((3, 4), f32)
+    with pytest.raises(ValueError, match="rank and batch size"):
+        F.gaussian_dropout_forward(x, np.zeros(4, f32), np.ones(eps_shape, f32))
+    # one value per example and channel, shared over positions, is type A for conv inputs
+    out, _ = F.gaussian_dropout_forward(np.ones((2, 3, 4, 4), f32), np.zeros((3, 1, 1), f32),
+                                        np.ones((2, 3, 1, 1), f32))
+    assert out.shape == (2, 3, 4, 4)
+
+
+def lrt_dense(eps):
+    x, w = np.ones((2, 3), f32), np.ones((3, 4), f32)
+    return F.lrt_dense_forward(x, w, w, None, np.ones((2, 4), f32), eps=eps)
+
+
+def shared_dense(eps):
+    x, w = np.ones((2, 3), f32), np.ones((3, 4), f32)
+    return F.shared_weight_dense_forward(x, w, w, None, np.ones((3, 4), f32), eps=eps)
+
+
+def per_example_dense(eps):
+    x, w = np.ones((2, 3), f32), np.ones((3, 4), f32)
+    return F.per_example_dense_forward(x, w, w, None, np.ones((2, 3, 4), f32), eps=eps)
+
+
+def lrt_conv(eps):
+    x, w = np.ones((2, 1, 4, 4), f32), np.ones((2, 1, 3, 3), f32)
+    return F.lrt_conv2d_forward(x, w, w, None, np.ones((2, 2, 2, 2), f32), eps=eps)
+
+
+def shared_conv(eps):
+    x, w = np.ones((2, 1, 4, 4), f32), np.ones((2, 1, 3, 3), f32)
+    return F.shared_weight_conv2d_forward(x, w, w, None, np.ones((2, 1, 3, 3), f32), eps=eps)
+
+
+OPS_WITH_EPS = [lrt_dense, shared_dense, per_example_dense, lrt_conv, shared_conv]
+
+
+@pytest.mark.parametrize("op", OPS_WITH_EPS)
+@pytest.mark.parametrize("eps", [0.0, -1e-8, np.nan, np.inf, "1e-8", None, True])
+def test_eps_must_be_a_finite_positive_number(op, eps):
+    with pytest.raises(ValueError, match="eps must be a finite number > 0"):
+        op(eps)
+
+
+@pytest.mark.parametrize("op", OPS_WITH_EPS)
+def test_a_float64_eps_scalar_keeps_float32_outputs(op):
+    out, _ = op(np.float64(1e-8))  # NumPy 2 would promote float32 arrays by a float64 scalar
+    assert out.dtype == f32
+
+
+def test_float16_is_refused_where_its_rounding_would_make_nan():
+    x = np.zeros((2, 3), np.float16)  # sqrt(0 + 1e-8) is 0 in float16: dx = 0/0
+    with pytest.raises(TypeError, match="float32 or float64"):
+        F.lrt_dense_forward(x, np.ones((3, 4), x.dtype), np.ones((3, 4), x.dtype), None,
+                            np.ones((2, 4), x.dtype))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        Dense(3, 4, seed=0, dtype="float16")
+
+
+def dense_case():
+    x, w = np.ones((2, 3), f32), np.ones((3, 4), f32)
+    return F.dense_backward, F.dense_forward(x, w, None)[1], (2, 4)
+
+
+def lrt_case():
+    return F.lrt_dense_backward, lrt_dense(1e-8)[1], (2, 4)
+
+
+def conv_case():
+    x, w = np.ones((2, 1, 4, 4), f32), np.ones((2, 1, 3, 3), f32)
+    return F.conv2d_backward, F.conv2d_forward(x, w, None)[1], (2, 2, 2, 2)
+
+
+def lrt_conv_case():
+    return F.lrt_conv2d_backward, lrt_conv(1e-8)[1], (2, 2, 2, 2)
+
+
+@pytest.mark.parametrize("case", [dense_case, lrt_case, conv_case, lrt_conv_case])
+@pytest.mark.parametrize("dtype", [np.float64, np.complex64, np.int32])
+def test_backward_refuses_an_upstream_gradient_of_another_dtype(case, dtype):
+    backward, cache, shape = case()
+    with pytest.raises(TypeError, match="dout"):  # conv used to cast, dense to upcast
+        backward(np.ones(shape, dtype), cache)
+    with pytest.raises(TypeError, match="dout must be a NumPy or CuPy array"):
+        backward([[1.0]], cache)
+
+
+def test_cross_entropy_backward_needs_a_scalar_and_a_batch():
+    logits, labels = np.zeros((3, 4), f32), np.array([0, 1, 2])
+    _, cache = F.softmax_cross_entropy_forward(logits, labels)
+    for bad in (np.ones(4, f32), np.nan):
+        with pytest.raises(ValueError, match="dloss must be a finite scalar"):
+            F.softmax_cross_entropy_backward(bad, cache)  # (K,) used to broadcast over classes
+    with pytest.raises(ValueError, match="batch is empty"):
+        F.softmax_cross_entropy_forward(np.zeros((0, 4), f32), np.zeros(0, int))
+    out, cache = F.flatten_forward(np.zeros((0, 2, 3, 3), f32))  # N = 0 flattens
+    assert out.shape == (0, 18) and F.flatten_backward(out, cache).shape == (0, 2, 3, 3)
+
+
+@pytest.mark.parametrize("fn", [kl_k15, kl_k15_grad, kl_m17, kl_m17_grad])
+def test_kl_takes_real_floats_and_python_numbers(fn):
+    with pytest.raises(TypeError, match="log_alpha must be a float32 or float64"):
+        fn(np.array([1j]))
+    assert np.isfinite(fn(-1.0)) and np.asarray(fn(-1.0)).shape == ()
+
+
+# ---- optimisers -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("opt", [Adam, SGD])
+@pytest.mark.parametrize("grad", [np.array([1.0, 2.0, 3.0]), np.array(5.0), np.ones((1, 3)),
+                                  np.ones((2, 3), f32), [[1.0] * 3] * 2])
+def test_step_refuses_a_gradient_that_is_not_its_parameters_shape_and_dtype(opt, grad):
+    p = np.ones((2, 3))
+    with pytest.raises(ValueError, match="gradient of p must have its parameter's shape"):
+        opt(lr=0.1).step([("p", p, grad)])  # SGD used to broadcast it
+    np.testing.assert_array_equal(p, 1.0)
+
+
+@pytest.mark.parametrize("opt", [Adam, SGD])
+def test_step_refuses_repeated_names_and_bad_learning_rates(opt):
+    a, b, g = np.ones(3), np.ones(3), np.ones(3)
+    with pytest.raises(ValueError, match="names repeat"):  # they would share one state
+        opt(lr=0.1).step([("w", a, g), ("w", b, g)])
+    for lr in (np.nan, -1.0, True):
+        with pytest.raises(ValueError, match="learning rate"):
+            opt(lr=0.1).step([("w", a, g)], lr=lr)
+    opt(lr=0.1).step([("w", a, g)], lr=0.0)  # a linear decay ends at 0
+    np.testing.assert_array_equal(a, 1.0)
+    opt(lr=np.float32(0.1))  # a NumPy scalar is a number
+    with pytest.raises(ValueError, match="learning rate"):
+        opt(lr=True)
+    o = opt(lr=0.1)
+    o.step([("w", a, g)])
+    with pytest.raises(ValueError, match="state was made for"):
+        o.step([("w", np.ones(4), np.ones(4))])
+
+
+@pytest.mark.parametrize("eps", [0.0, -1e-8, np.nan])
+def test_adam_eps_must_be_positive(eps):
+    with pytest.raises(ValueError, match="eps must be a finite number > 0"):
+        Adam(eps=eps)  # eps = 0 with a zero gradient gives 0/0 in every parameter
+
+
+# ---- gradcheck, layers, models --------------------------------------------------------------
+
+def test_numerical_vjp_checks_douts_and_step():
+    a = np.ones(3)
+    for f, douts in ((lambda v: (2 * v, 100 * v), [np.ones(3)]),  # one dout for two outputs
+                     (lambda v: 2 * v, np.ones(1)), (lambda v: 2 * v, np.ones((3, 3)))):
+        with pytest.raises(ValueError, match="douts have shapes"):
+            numerical_vjp(f, [a], douts)
+    with pytest.raises(ValueError, match="h must be a finite step > 0"):
+        numerical_vjp(lambda v: 2 * v, [a], np.ones(3), h=0)
+    with pytest.raises(TypeError, match="must be a float64 array"):
+        numerical_vjp(lambda v, s: v * s, [a, 2.0], np.ones(3), wrt=[1])
+
+
+@pytest.mark.parametrize("rng", [0, np.random.RandomState(0), "seed"])
+def test_layers_refuse_what_is_not_a_generator(rng):
+    x = np.ones((2, 3), f32)
+    for layer in (VariationalDense(3, 2, seed=0), GaussianDropout(3)):
+        with pytest.raises(TypeError, match="rng must be a NumPy or CuPy Generator"):
+            layer.forward(x, rng=rng)
+
+
+@pytest.mark.parametrize("layer", [GaussianDropout(3, learn_alpha=True),
+                                   VariationalDense(3, 2, seed=0),
+                                   VariationalDense(3, 2, seed=0, sparse=True)])
+def test_kl_backward_before_backward_says_so(layer):
+    with pytest.raises(RuntimeError, match="call backward"):
+        layer.kl_backward(1.0)
+
+
+@pytest.mark.parametrize("kw", [dict(width=2.7), dict(depth=1.9), dict(seed=-1), dict(seed=1.5),
+                                dict(width=0), dict(n_classes=True)])
+def test_build_model_refuses_non_integer_sizes_and_seeds(kw):
+    with pytest.raises(ValueError, match="must be an int"):  # width 2.7 was truncated to 2
+        build_model("mlp", "vd-b", **kw)
