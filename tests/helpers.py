@@ -60,3 +60,37 @@ def check_layer(layer, x, *, seed=0, scale=0.0, dout_seed=1, fused=False):
     # h = 1e-5 differences to 7e-7)
     errs = check_vjp(f, vjp, [x] + params, seed=dout_seed, h=1e-5)
     return dict(zip(["x"] + names, errs))
+
+
+# ---- variance of gradient estimators: estimates and their standard errors --------------------
+
+def mean_var(g):
+    """Unbiased sample variance over the R repeats (axis 0), averaged over the elements."""
+    return float(np.var(g, axis=0, ddof=1).mean())
+
+
+def rel_se(g):
+    """Relative standard error of :func:`mean_var` from the spread of the repeats.
+
+    ``mean_var(g) = R/(R−1) · mean_r d_r`` with ``d_r`` the squared deviation of repeat ``r``
+    averaged over the elements. The ``d_r`` are (nearly) independent over repeats, so the delta
+    method gives ``sd(d)/(√R · mean(d))``. It accounts for the elements' kurtosis and for their
+    correlation (an average over correlated elements is worth fewer independent ones), which a
+    per-element formula such as ``sqrt((κ − 1)/R)`` does not.
+    """
+    d = ((g - g.mean(axis=0)) ** 2).reshape(len(g), -1).mean(axis=1)
+    return float(d.std(ddof=1) / (np.sqrt(len(d)) * d.mean()))
+
+
+def slope_with_se(ms, samples):
+    """Least-squares slope of ``ln mean_var`` against ``ln M``, and its standard error.
+
+    The slope is ``Σ_k w_k ln v_k`` with ``w_k = (ln M_k − mean ln M)/Σ_j (ln M_j − mean)²``;
+    the ``v_k`` come from independent runs and ``ln v_k`` has standard error ``rel_se``, so the
+    slope's standard error is ``sqrt(Σ_k w_k² rel_se_k²)``.
+    """
+    x = np.log(np.asarray(ms, float))
+    w = (x - x.mean()) / ((x - x.mean()) ** 2).sum()
+    y = np.log([mean_var(g) for g in samples])
+    se = np.array([rel_se(g) for g in samples])
+    return float(w @ y), float(np.sqrt((w**2) @ (se**2)))

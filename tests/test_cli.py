@@ -77,7 +77,9 @@ def test_end_to_end_run_and_resume(tmp_path, capsys):
             "test_error_mc", "test_entropy_mc"} <= set(m)
     assert len(m["epoch_seconds"]) == 2 and 0 <= m["test_error"] <= 1
     assert m["config"]["kl_warmup"] == 20
-    assert m["test_error"] < 0.5  # 10 well-separated blobs: far better than chance (0.9)
+    # 10 well-separated blobs: chance is 0.9, with a standard error of √(0.9·0.1/100) = 0.03
+    # on the 100 test examples, so 0.5 is far below anything a model that learned nothing gets
+    assert m["test_error"] < 0.5
     for png in ("curves.png", "log_alpha.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     # resume the finished run for one more epoch

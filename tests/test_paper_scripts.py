@@ -31,7 +31,11 @@ def test_table1_tiny_run_writes_the_schema(tmp_path):
     for w in ("top", "bottom"):
         assert set(cell[w]) == set(table1.ESTIMATORS)
         assert all(v >= 0 for v in cell[w].values())
-        assert cell[w]["mean"] < cell[w]["shared_weights"]  # noise adds variance
+        # noise adds variance: only minibatch resampling moves the noise-free estimator, and
+        # the shared weight sample adds its own; with K = 3 each element's variance has 2
+        # degrees of freedom, but averaged over 80 (top) or 6272 (bottom) elements the ratio
+        # measured 31–770× over seeds 0–5 (the full ordering at K = 3 is not safe, only this)
+        assert cell[w]["mean"] < cell[w]["shared_weights"]
     assert set(r["seconds_per_epoch"]) == set(table1.ESTIMATORS)
 
 
@@ -48,6 +52,9 @@ def test_table1_quick_shows_the_ordering(tmp_path):
     for cell in r["epochs"].values():
         for w in ("top", "bottom"):
             v = cell[w]
+            # the target, asserted strictly: the closest recorded ratios of --quick
+            # are per-example/LRT 1.81 and LRT/mean 1.47 (bottom), with K = 100 repeats (each
+            # element's variance to ~14%, averaged over ≥ 1280 elements)
             assert v["shared_weights"] > v["per_example_weights"] > v["lrt"] > v["mean"], v
 
 

@@ -1,6 +1,7 @@
 """Statistical properties of the gradient estimators (K15 section 2 and Table 1).
 
-Every test is seeded; each tolerance is derived from its number of repeats R in a comment.
+Every test is seeded; each tolerance is 5 standard errors, estimated from the spread of its R
+repeats (``tests.helpers.rel_se``: the delta method over the per-repeat squared deviations).
 """
 
 import numpy as np
@@ -11,16 +12,19 @@ from minivd.functional import softmax_cross_entropy_backward, softmax_cross_entr
 from minivd.layers import VariationalDense
 from minivd.layers.variational_dense import _OPS
 
+from .helpers import mean_var, rel_se, slope_with_se
+
 
 def grad_samples(layer, X, Y, M, R, seed, identical=False):
     """R minibatch gradients (mean CE, data term) of every parameter of ``layer``, plus the
     sampled op's own ``dw_mean`` (the gradient through the mean path alone).
 
     Examples are drawn i.i.d. with replacement from (X, Y) (or the first example M times when
-    ``identical``), with fresh noise for every minibatch.
+    ``identical``), with fresh noise for every minibatch. Distinct seeds give disjoint streams
+    (examples from ``2·seed``, noise from ``2·seed + 1``), so runs are independent.
     """
-    host = np.random.default_rng(seed)
-    rng = make_rng(seed + 1)
+    host = np.random.default_rng(2 * seed)
+    rng = make_rng(2 * seed + 1)
     out = {k: [] for k in [*layer.params, "dw_mean"]}
     for _ in range(R):
         idx = np.zeros(M, int) if identical else host.integers(0, len(X), M)
@@ -35,74 +39,53 @@ def grad_samples(layer, X, Y, M, R, seed, identical=False):
     return {k: np.array(v) for k, v in out.items()}
 
 
-def mean_var(g):
-    """Unbiased sample variance over the R repeats, averaged over the parameter's elements."""
-    return float(np.var(g, axis=0, ddof=1).mean())
-
-
-def rel_se(g):
-    """Relative standard error of ``mean_var(g)``.
-
-    For one element the sample variance of R draws has relative standard error
-    sqrt((kurtosis − 1)/R); averaging over elements cannot make it worse, so the largest
-    kurtosis over the elements gives a conservative bound.
-    """
-    c = g - g.mean(axis=0)
-    kurt = (c**4).mean(axis=0) / np.maximum((c**2).mean(axis=0) ** 2, 1e-300)
-    return float(np.sqrt((kurt.max() - 1) / g.shape[0]))
-
-
 def data(seed, n=64, d_in=6, d_out=3):
     r = np.random.default_rng(seed)
     return r.standard_normal((n, d_in)), r.integers(0, d_out, n)
-
-
-def slope(ms, vs):
-    return float(np.polyfit(np.log(ms), np.log(vs), 1)[0])
 
 
 MS = [1, 2, 4, 8, 16, 32, 64]
 
 
 def test_lrt_variance_falls_as_one_over_m():
-    """With LRT the per-example terms are independent, so Var ∝ 1/M: slope −1.
+    """With LRT the per-example terms are independent, so Var ∝ 1/M exactly: slope −1.
 
-    R = 1500 per M: each variance has relative error ≲ sqrt((κ−1)/R) ≈ 5% for κ ≈ 5, and the
-    least-squares slope over ln M ∈ [0, 4.2] (Σ(ln M − mean)² = 13.4) has standard error
-    ≈ 0.05/sqrt(13.4) ≈ 0.014: the band [−1.1, −0.9] is about 7 standard errors wide each side.
+    R = 1500 per M; the slope's standard error comes from each M's rel_se (slope_with_se; it
+    measures ≈ 0.007 here), and we allow 5 of them. Noise shared across the minibatch, or one
+    weight sample for it, gives slopes near −0.7: dozens of standard errors away.
     """
     X, Y = data(0)
     layer = VariationalDense(6, 3, p=0.5, seed=0, dtype="float64")
-    vs = [mean_var(grad_samples(layer, X, Y, M, 1500, seed=M)["theta"]) for M in MS]
-    s = slope(MS, vs)
-    assert -1.1 <= s <= -0.9, (s, vs)
+    s, se = slope_with_se(MS, [grad_samples(layer, X, Y, M, 1500, seed=M)["theta"] for M in MS])
+    assert abs(s + 1) < 5 * se, (s, se)
 
 
 def test_shared_weight_sample_variance_does_not_fall_on_identical_examples():
     """One weight sample for the minibatch and M copies of one example: every per-example
-    gradient is the same, so Cov = Var and Var[mean] stays flat (slope 0; R = 1500 gives the
-    same ~0.014 slope standard error as above, so > −0.3 is far outside the noise)."""
+    gradient is the same, so the minibatch gradient has one law for every M (slope 0); LRT on
+    the same copies still falls as 1/M (slope −1). R = 1500 per M, 5 slope standard errors
+    (slope_with_se) each."""
     X, Y = data(1)
     layer = VariationalDense(6, 3, p=0.5, seed=0, dtype="float64", sampler="shared_weights")
-    vs = [mean_var(grad_samples(layer, X, Y, M, 1500, seed=M, identical=True)["dw_mean"])
-          for M in MS]
-    assert slope(MS, vs) > -0.3, vs
-    # and LRT on the same identical examples still falls as 1/M
+    s, se = slope_with_se(MS, [grad_samples(layer, X, Y, M, 1500, seed=M, identical=True)
+                               ["dw_mean"] for M in MS])
+    assert abs(s) < 5 * se, (s, se)
     layer.sampler = "lrt"
-    vs = [mean_var(grad_samples(layer, X, Y, M, 1500, seed=M, identical=True)["dw_mean"])
-          for M in MS]
-    assert -1.1 <= slope(MS, vs) <= -0.9, vs
+    s, se = slope_with_se(MS, [grad_samples(layer, X, Y, M, 1500, seed=100 + M, identical=True)
+                               ["dw_mean"] for M in MS])
+    assert abs(s + 1) < 5 * se, (s, se)
 
 
 @pytest.fixture(scope="module")
 def lrt_vs_per_example():
-    """R = 8000 minibatch gradients (M = 8) of one top layer under LRT and per-example
-    weights, α = 1, D_in = 6."""
+    """R = 8000 minibatch gradients (M = 8 copies of one example, so only the noise varies)
+    of one top layer under LRT and per-example weights, α = 1, D_in = 6; independent runs
+    (different seeds), so the two variance estimates are independent."""
     X, Y = data(2)
     out = {}
-    for sampler in ("lrt", "per_example_weights"):
+    for seed, sampler in ((7, "lrt"), (1007, "per_example_weights")):
         layer = VariationalDense(6, 3, p=0.5, seed=0, dtype="float64", sampler=sampler)
-        out[sampler] = grad_samples(layer, X, Y, 8, 8000, seed=7)
+        out[sampler] = grad_samples(layer, X, Y, 8, 8000, seed=seed, identical=True)
     return out
 
 
@@ -110,7 +93,10 @@ def test_lrt_and_per_example_w_mean_gradients_have_the_same_variance(lrt_vs_per_
     """Same law of the pre-activations ⇒ same law of dL/dμ (= x.T @ dout through γ).
 
     The ratio of two independent variance estimates has relative standard error
-    sqrt(se₁² + se₂²) (see rel_se, from R = 8000); we allow 5 of them.
+    sqrt(se₁² + se₂²) (rel_se, R = 8000); we allow 5 of them. On identical examples only the
+    noise varies, so an LRT whose variance is off by 30%, or whose noise is shared across the
+    minibatch, is many standard errors out (with examples drawn at random, their spread would
+    swamp the noise and hide both).
     """
     a, b = (lrt_vs_per_example[s]["dw_mean"] for s in ("lrt", "per_example_weights"))
     bound = 5 * np.hypot(rel_se(a), rel_se(b))

@@ -158,6 +158,17 @@ def mean_variance(g):
     return d.mean(), d.std(ddof=1) / np.sqrt(R)
 
 
+def mean_pair_variance(gi, gj):
+    """Matrix-averaged variance of one gradient from the 2R samples of R pairs, and its
+    standard error: the two members of a pair may be correlated (a shared weight sample), so
+    the per-repeat terms are averaged within each pair before taking their spread."""
+    R = len(gi)
+    m = 0.5 * (gi.mean(axis=0) + gj.mean(axis=0))
+    d = [((g - m) ** 2).reshape(R, -1).mean(axis=1) * 2 * R / (2 * R - 1) for g in (gi, gj)]
+    pair = 0.5 * (d[0] + d[1])
+    return pair.mean(), pair.std(ddof=1) / np.sqrt(R)
+
+
 def mean_covariance(gi, gj):
     """Matrix-averaged covariance of paired samples (gi[r], gj[r]), and its standard error."""
     m = 0.5 * (gi.mean(axis=0) + gj.mean(axis=0))  # both have the same distribution
@@ -197,7 +208,7 @@ R = 3000 if FAST else 20000
 terms = {}
 for sampler in ("per_example_weights", "shared_weights"):
     gi, gj = pair_gradients(sampler, R, seed=1)
-    var1 = mean_variance(np.concatenate([gi, gj]))
+    var1 = mean_pair_variance(gi, gj)
     cov = mean_covariance(gi, gj)
     terms[sampler] = var1, cov
     print(f"{sampler:20s} Var[grad L_i] = {var1[0]:.4f} ± {var1[1]:.4f}   "

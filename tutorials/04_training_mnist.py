@@ -171,12 +171,15 @@ for m, layers in learned.items():
         print(f"{m:6s} {name:20s} mean α {np.exp(la).mean():.3f}, "
               f"range [{np.exp(la).min():.3f}, {np.exp(la).max():.3f}]")
         assert la.max() <= 0.0
-# A and A2 start from the same weights and draw the same noise, so compare them unit by unit
+# A and A2 start from the same weights and draw the same noise, so compare them unit by unit.
+# One seeded run each: the units are coupled through training, not independent samples, so
+# this checks the direction (A's α above A2's, on average and for most units), not a
+# significance level.
 d = (np.concatenate(list(learned["vd-a"].values()))
      - np.concatenate(list(learned["vd-a2"].values())))
-z = d.mean() / (d.std(ddof=1) / np.sqrt(len(d)))
-print(f"log α of vd-a minus vd-a2, per unit: mean {d.mean():.4f} ({z:.0f} standard errors)")
-assert z > 5
+print(f"log α of vd-a minus vd-a2, per unit: mean {d.mean():.4f}, "
+      f"positive for {(d > 0).mean():.0%} of {len(d)} units")
+assert d.mean() > 0 and (d > 0).mean() > 0.5
 
 # %%
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
