@@ -36,6 +36,16 @@ def check_split(name: str, x: Any, y: Any) -> None:
         raise ValueError(f"{name}: labels must be ≥ 0, got {y.min()}")
 
 
+def _finite_logits(model: Sequential, xb: Any, lo: int, **kw: Any) -> Any:
+    """The model's logits on the batch starting at example ``lo``; refused unless finite
+    (``argmax`` would call a NaN row class 0, and the error rate would look plausible)."""
+    z = model.predict_logits(xb, **kw)
+    if not bool(get_xp(z).isfinite(z).all()):
+        raise ValueError(f"the model's logits are not finite on examples {lo}..{lo + len(xb) - 1}"
+                         " (NaN or inf parameters?): no error rate can be computed")
+    return z
+
+
 def evaluate(model: Sequential, x: np.ndarray, y: np.ndarray, *, xp: Any = np,
              mode: str = "mean", samples: int = 10, rng: Any = None,
              batch: int = 1000) -> dict[str, float]:
@@ -56,21 +66,13 @@ def evaluate(model: Sequential, x: np.ndarray, y: np.ndarray, *, xp: Any = np,
         raise ValueError("mode='mc' needs rng= and samples ≥ 1")
     if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
         raise ValueError(f"batch must be an int ≥ 1, got {batch!r}")
-
-    def logits(xb: Any, **kw: Any) -> Any:
-        z = model.predict_logits(xb, **kw)
-        if not bool(get_xp(z).isfinite(z).all()):  # argmax would call a NaN row class 0
-            raise ValueError(f"the model's logits are not finite on examples {lo}..{lo + len(xb)}"
-                             " (NaN or inf parameters?): no error rate can be computed")
-        return z
-
     wrong, entropy = 0, 0.0
     for lo in range(0, len(x), batch):
         xb = asarray(x[lo:lo + batch], xp)
         if mode == "mean":
-            pred = logits(xb).argmax(axis=1)
+            pred = _finite_logits(model, xb, lo).argmax(axis=1)
         else:
-            probs = sum(_softmax(xp, logits(xb, rng=rng, train=True))
+            probs = sum(_softmax(xp, _finite_logits(model, xb, lo, rng=rng, train=True))
                         for _ in range(int(samples))) / int(samples)
             pred = probs.argmax(axis=1)
             ent = -(probs * xp.log(xp.maximum(probs, 1e-30))).sum(axis=1)

@@ -108,7 +108,6 @@ class Layer:
                             f"(minivd.make_rng(seed, backend)), got {type(rng).__name__}")
         return rng
 
-
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}={tuple(v.shape)}" for k, v in self.params.items())
         return f"{type(self).__name__}({shapes})"
@@ -132,7 +131,7 @@ def init_generator(seed: int | np.random.Generator | None) -> np.random.Generato
 
 
 def place(a: np.ndarray, backend: str | ModuleType, dtype: Any) -> Any:
-    """Put a host array on ``backend`` with ``dtype`` (a floating dtype)."""
+    """Put a host array on ``backend`` with ``dtype`` (float32 or float64)."""
     xp = resolve_backend(backend)
     dtype = np.dtype(dtype)
     if dtype not in (np.float32, np.float64):
