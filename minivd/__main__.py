@@ -8,10 +8,10 @@ import tempfile
 from pathlib import Path
 
 from .backend import BackendUnavailableError
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, write_json
 from .data import DataError
 from .model import METHODS, MODELS
-from .train import NonFiniteLossError, TrainConfig, Trainer, write_json
+from .train import NonFiniteLossError, TrainConfig, Trainer
 
 
 def _positive_int(s: str) -> int:

@@ -18,7 +18,7 @@ import numpy as np
 
 from .backend import to_numpy
 
-__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "FORMAT_VERSION"]
+__all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "write_json", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 
@@ -68,3 +68,12 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
         raise CheckpointError(f"checkpoint {path} has format {meta.get('format')}, "
                               f"this minivd reads format {FORMAT_VERSION}")
     return arrays, meta
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomic JSON write (temp file, then rename); arrays are written as lists."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=lambda o: to_numpy(o).tolist()))
+    tmp.replace(path)

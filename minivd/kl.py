@@ -126,7 +126,11 @@ def kl_k15_grad_kernel(log_alpha: Any, alpha: Any = None, out: tuple | None = No
     g -= c1
     g *= a
     g -= 0.5 * scale
-    g[log_alpha > K15_LOG_ALPHA_MAX] = 0
+    above = log_alpha > K15_LOG_ALPHA_MAX  # the clipped KL is flat there
+    if xp is not np:
+        xp.copyto(g, 0, where=above)  # a boolean-mask write would sync with the host on CuPy
+    elif above.any():  # rare after the projection: skip the masked write (faster on NumPy)
+        g[above] = 0
     return g
 
 

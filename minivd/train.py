@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import itertools
-import json
 import math
 import numbers
 import signal
@@ -26,7 +25,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .backend import asarray, backend_name, resolve_backend, to_numpy
+from .backend import asarray, backend_name, resolve_backend
 from .batches import iterate_minibatches
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .evaluate import check_split, evaluate
@@ -203,7 +202,9 @@ class Trainer:
         self.history = meta["history"]
         if meta["noise_state"] is not None and backend_name(self.xp) == "numpy":
             self.noise_rng.bit_generator.state = meta["noise_state"]
-        else:
+        else:  # a stream of its own (from seed and step), not a replay of the first epoch's
+            self.noise_rng = make_rng(int(np.random.SeedSequence(
+                [self.cfg.seed + 2, self.step]).generate_state(1)[0]), self.xp)
             print("note: CuPy's generator state cannot be saved; the resumed run draws a fresh "
                   "noise stream (not bit-for-bit)", file=self.log)
         self._saved = True
@@ -390,11 +391,3 @@ class Trainer:
             m["test_error_mc"], m["test_entropy_mc"] = mc["error"], mc["entropy"]
         return m
 
-
-def write_json(path: str | Path, obj: Any) -> None:
-    """Atomic JSON write (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=lambda o: to_numpy(o).tolist()))
-    tmp.replace(path)

@@ -64,8 +64,9 @@ def run_cell(method: str, width: int, seed: int, args: argparse.Namespace) -> di
     can be decided afterwards and a stopped cell (Ctrl-C, the end of a session) continues from
     its checkpoint in ``RESULTS/runs/`` when the same command is run again.
     """
+    from minivd.checkpoint import write_json
     from minivd.data import load_mnist, load_npz_dataset
-    from minivd.train import TrainConfig, Trainer, write_json
+    from minivd.train import TrainConfig, Trainer
 
     data = load_npz_dataset(args.data_file) if args.data_file else load_mnist()
     cfg = TrainConfig(model="mlp", width=width, depth=3, method=method, epochs=args.epochs,

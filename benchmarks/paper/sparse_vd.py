@@ -29,8 +29,9 @@ FASHION_METHODS = ("none", "dropout", "gaussian-a", "vd-a", "gaussian-b", "vd-b"
 
 
 def run(model: str, method: str, dataset: str, seed: int, args: argparse.Namespace) -> dict:
+    from minivd.checkpoint import write_json
     from minivd.data import load_dataset, load_npz_dataset
-    from minivd.train import TrainConfig, Trainer, write_json
+    from minivd.train import TrainConfig, Trainer
 
     path = args.results / f"{dataset}_{model}_{method}_s{seed}_e{args.epochs}.json"
     if path.exists():

@@ -97,13 +97,14 @@ class Layer:
         return self._cache
 
     @staticmethod
-    def _need_rng(rng: Any, name: str) -> Any:
+    def _need_rng(rng: Any, name: str, draws: str = "standard_normal") -> Any:
+        """``rng``, checked to be a generator with the method ``draws`` (RandomState's
+        methods take no ``dtype``)."""
         if rng is None:
             raise ValueError(
                 f"{name}.forward(train=True) draws noise: pass rng=minivd.make_rng(seed, backend)"
             )
-        if isinstance(rng, np.random.RandomState) or not (
-                hasattr(rng, "random") and hasattr(rng, "standard_normal")):
+        if isinstance(rng, np.random.RandomState) or not hasattr(rng, draws):
             raise TypeError(f"{name}.forward: rng must be a NumPy or CuPy Generator "
                             f"(minivd.make_rng(seed, backend)), got {type(rng).__name__}")
         return rng

@@ -84,7 +84,7 @@ class Dropout(Layer):
         if not train or self.p_drop == 0.0:
             self._cache = None
             return x
-        u = self._need_rng(rng, "Dropout").random(x.shape, dtype=x.dtype)
+        u = self._need_rng(rng, "Dropout", "random").random(x.shape, dtype=x.dtype)
         out, self._cache = bernoulli_dropout_forward(x, self.p_drop, u)
         return out
 
