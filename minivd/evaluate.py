@@ -36,13 +36,16 @@ def check_split(name: str, x: Any, y: Any) -> None:
         raise ValueError(f"{name}: labels must be ≥ 0, got {y.min()}")
 
 
-def _finite_logits(model: Sequential, xb: Any, lo: int, **kw: Any) -> Any:
+def _checked_logits(model: Sequential, xb: Any, yb: np.ndarray, lo: int, **kw: Any) -> Any:
     """The model's logits on the batch starting at example ``lo``; refused unless finite
-    (``argmax`` would call a NaN row class 0, and the error rate would look plausible)."""
+    (``argmax`` would call a NaN row class 0, and the error rate would look plausible) and
+    unless every label ``yb`` names one of the model's classes."""
     z = model.predict_logits(xb, **kw)
     if not bool(get_xp(z).isfinite(z).all()):
         raise ValueError(f"the model's logits are not finite on examples {lo}..{lo + len(xb) - 1}"
                          " (NaN or inf parameters?): no error rate can be computed")
+    if yb.max() >= z.shape[1]:
+        raise ValueError(f"label {yb.max()} is out of range for a model of {z.shape[1]} classes")
     return z
 
 
@@ -68,16 +71,16 @@ def evaluate(model: Sequential, x: np.ndarray, y: np.ndarray, *, xp: Any = np,
         raise ValueError(f"batch must be an int ≥ 1, got {batch!r}")
     wrong, entropy = 0, 0.0
     for lo in range(0, len(x), batch):
-        xb = asarray(x[lo:lo + batch], xp)
+        xb, yb = asarray(x[lo:lo + batch], xp), y[lo:lo + batch]
         if mode == "mean":
-            pred = _finite_logits(model, xb, lo).argmax(axis=1)
+            pred = _checked_logits(model, xb, yb, lo).argmax(axis=1)
         else:
-            probs = sum(_softmax(xp, _finite_logits(model, xb, lo, rng=rng, train=True))
+            probs = sum(_softmax(xp, _checked_logits(model, xb, yb, lo, rng=rng, train=True))
                         for _ in range(int(samples))) / int(samples)
             pred = probs.argmax(axis=1)
             ent = -(probs * xp.log(xp.maximum(probs, 1e-30))).sum(axis=1)
             entropy += float(ent.sum())
-        wrong += int((to_numpy(pred) != y[lo:lo + batch]).sum())
+        wrong += int((to_numpy(pred) != yb).sum())
     out = {"error": wrong / len(x)}
     if mode == "mc":
         out["entropy"] = entropy / len(x)

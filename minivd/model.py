@@ -142,6 +142,9 @@ class Sequential:
             Mean cross-entropy of the minibatch.
         logits : array
         """
+        if isinstance(kl_scale, bool) or not (isinstance(kl_scale, (int, float, np.floating))
+                                              and np.isfinite(kl_scale) and kl_scale >= 0):
+            raise ValueError(f"kl_scale (β/N) must be a finite number ≥ 0, got {kl_scale!r}")
         logits = self.forward(x, rng=rng, train=True)
         ce, cache = softmax_cross_entropy_forward(logits, y)
         self.backward_with_kl(softmax_cross_entropy_backward(1.0, cache), kl_scale, need_dx=False)

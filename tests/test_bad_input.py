@@ -232,3 +232,16 @@ def test_kl_backward_before_backward_says_so(layer):
 def test_build_model_refuses_non_integer_sizes_and_seeds(kw):
     with pytest.raises(ValueError, match="must be an int"):  # width 2.7 was truncated to 2
         build_model("mlp", "vd-b", **kw)
+
+
+def test_evaluate_refuses_labels_the_model_has_no_class_for():
+    x, y = tiny_split()
+    with pytest.raises(ValueError, match="out of range for a model of 2 classes"):
+        evaluate(tiny_model(), x, y + 1)  # label 2 would silently count as an error
+
+
+@pytest.mark.parametrize("kl_scale", [np.nan, -1.0, np.inf, None])
+def test_loss_and_grads_needs_a_finite_kl_scale(kl_scale):
+    x, y = tiny_split()
+    with pytest.raises(ValueError, match="kl_scale"):
+        tiny_model().loss_and_grads(x, y, rng=make_rng(0), kl_scale=kl_scale)
