@@ -245,3 +245,18 @@ def test_loss_and_grads_needs_a_finite_kl_scale(kl_scale):
     x, y = tiny_split()
     with pytest.raises(ValueError, match="kl_scale"):
         tiny_model().loss_and_grads(x, y, rng=make_rng(0), kl_scale=kl_scale)
+
+
+@pytest.mark.parametrize("missing", ["w_var", "noise"])
+@pytest.mark.parametrize("op", OPS_WITH_EPS)
+def test_weight_noise_ops_name_a_missing_variance_or_noise(op, missing):
+    # lrt_dense_forward(w_var=None) used to fail inside a matmul, the conv op in a reshape
+    x = np.ones((2, 3), f32) if "dense" in op.__name__ else np.ones((2, 1, 4, 4), f32)
+    w = np.ones((3, 4) if x.ndim == 2 else (2, 1, 3, 3), f32)
+    fn = {lrt_dense: F.lrt_dense_forward, shared_dense: F.shared_weight_dense_forward,
+          per_example_dense: F.per_example_dense_forward, lrt_conv: F.lrt_conv2d_forward,
+          shared_conv: F.shared_weight_conv2d_forward}[op]
+    args = dict(x=x, w_mean=w, w_var=w, b=None, noise=np.ones((2, 4), f32))
+    args[missing] = None
+    with pytest.raises(TypeError, match=f"{missing} must be a NumPy or CuPy array"):
+        fn(**args)

@@ -79,8 +79,13 @@ def xp_of(**arrays: Any) -> Any:
         raise TypeError(f"{exc} (arguments: {', '.join(arrays)})") from None
 
 
-def check_dense_args(x: Any, w_mean: Any, w_var: Any, b: Any, noise: Any) -> Any:
-    """Checks of the dense-LRT family; returns the array module."""
+def check_dense_args(x: Any, w_mean: Any, w_var: Any, b: Any, noise: Any,
+                     weight_noise: bool = True) -> Any:
+    """Checks of the dense-LRT family (``w_var`` and ``noise`` required when
+    ``weight_noise``); returns the array module."""
+    if weight_noise:
+        check_array("w_var", w_var)
+        check_array("noise", noise)
     xp = xp_of(x=x, w_mean=w_mean, w_var=w_var, b=b, noise=noise)
     check_float("x", x, 2)
     check_float("w_mean", w_mean, 2)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..backend import get_xp
-from ._checks import check_eps, check_upstream
+from ._checks import check_array, check_eps, check_upstream
 from ._im2col import (
     ConvBlocks,
     ConvGeom,
@@ -197,6 +197,7 @@ def lrt_conv2d_forward(
     ----------
     Kingma, Salimans & Welling (2015), section 2.3; Molchanov et al. (2017), section 4.
     """
+    check_array("w_var", w_var)
     xp, g = check_conv_args(x, w_mean, w_var, b, stride, padding)
     check_noise(noise, x, g.out_shape, "(N, C_out, H_out, W_out)")
     eps = check_eps(eps, x.dtype)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from ..backend import get_xp
-from ._checks import check_eps, check_upstream
+from ._checks import check_array, check_eps, check_upstream
 from ._im2col import (
     ConvBlocks,
     ConvGeom,
@@ -65,6 +65,7 @@ def shared_weight_conv2d_forward(
     out : array (N, C_out, H_out, W_out)
     cache : SharedWeightConvCache
     """
+    check_array("w_var", w_var)
     xp, _ = check_conv_args(x, w_mean, w_var, b, stride, padding)
     check_noise(noise, x, w_mean.shape, "(C_out, C_in, KH, KW): one kernel sample per minibatch")
     std = xp.sqrt(w_var + check_eps(eps, x.dtype))
@@ -116,6 +117,7 @@ def per_example_conv2d_forward(
     out : array (N, C_out, H_out, W_out)
     cache : PerExampleConvCache
     """
+    check_array("w_var", w_var)
     xp, g = check_conv_args(x, w_mean, w_var, b, stride, padding)
     check_noise(noise, x, (g.n,) + tuple(w_mean.shape),
                 "(N, C_out, C_in, KH, KW): one kernel sample per example")

@@ -64,7 +64,7 @@ def dense_forward(x: Any, w: Any, b: Any = None) -> tuple[Any, DenseCache]:
     out : array (N, D_out)
     cache : DenseCache
     """
-    check_dense_args(x, w, None, b, None)
+    check_dense_args(x, w, None, b, None, weight_noise=False)
     out = x @ w
     if b is not None:
         out += b
