@@ -131,9 +131,12 @@ def plot(results: Path, path: Path) -> Path:
             if ours:
                 w = sorted(ours)
                 mean = [np.mean(ours[k]) for k in w]
-                spread = [np.std(ours[k]) for k in w]
+                # the sample sd (ddof = 1), as on the results page; none for a single seed
+                spread = [np.std(ours[k], ddof=1) if len(ours[k]) > 1 else 0.0 for k in w]
+                ns = sorted({len(v) for v in ours.values()})
+                n = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
                 ax.errorbar(w, mean, yerr=spread, fmt="o-", color=color, capsize=3,
-                            label=f"{METHODS[m]} (n={max(len(v) for v in ours.values())})")
+                            label=f"{METHODS[m]} (n={n} seeds per width)")
             else:
                 ax.plot([], [], "o-", color=color, label=f"{METHODS[m]} (not run)")
         ax.set_xlabel("hidden units per layer (3 layers)")
