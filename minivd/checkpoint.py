@@ -3,7 +3,8 @@
 Layout: ``param/<name>``, ``opt/<name>/<m|v|u>``, ``avg/<name>`` arrays (host NumPy) and
 ``meta``, a JSON document (config, position in training, generator states, history). Loaded
 with ``allow_pickle=False``; a file that is truncated, corrupt or made for another model is
-refused with a :class:`CheckpointError`, never half-loaded.
+refused with a :class:`CheckpointError`, never half-loaded. :func:`write_json` writes the
+metrics and result files the same atomic way.
 """
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ def _read_npz(path: Path, name: str, fix: str | None = None) -> Dataset:
         with f:
             arrays = {k: f[k] for k in f.files}
         _check_arrays(arrays)
-    except Exception as exc:  # no pickles, so no code ran: any failure (even memory) is the file's
+    except src.BAD_FILE_ERRORS as exc:
         fix = fix or f"delete it and rerun to rebuild it: rm {src.q(path)}"
         raise DataError(
             f"{path} is not a valid minivd data cache ({type(exc).__name__}: {exc}); {fix}"

@@ -36,17 +36,15 @@ def check_split(name: str, x: Any, y: Any) -> None:
         raise ValueError(f"{name}: labels must be ≥ 0, got {y.min()}")
 
 
-def _checked_logits(model: Sequential, xb: Any, yb: np.ndarray, lo: int, **kw: Any) -> Any:
-    """The model's logits on the batch starting at example ``lo``; refused unless finite
-    (``argmax`` would call a NaN row class 0, and the error rate would look plausible) and
-    unless every label ``yb`` names one of the model's classes."""
-    z = model.predict_logits(xb, **kw)
-    if not bool(get_xp(z).isfinite(z).all()):
-        raise ValueError(f"the model's logits are not finite on examples {lo}..{lo + len(xb) - 1}"
-                         " (NaN or inf parameters?): no error rate can be computed")
-    if yb.max() >= z.shape[1]:
-        raise ValueError(f"label {yb.max()} is out of range for a model of {z.shape[1]} classes")
-    return z
+def _finite(scores: Any, lo: int) -> Any:
+    """``scores`` (logits or predictive probabilities) of the batch starting at example
+    ``lo``, refused unless finite: ``argmax`` would call a NaN row class 0, and the error rate
+    would look plausible."""
+    if not bool(get_xp(scores).isfinite(scores).all()):
+        raise ValueError(f"the model's outputs are not finite on examples {lo}.."
+                         f"{lo + len(scores) - 1} (NaN or inf parameters?): no error rate can "
+                         "be computed")
+    return scores
 
 
 def evaluate(model: Sequential, x: np.ndarray, y: np.ndarray, *, xp: Any = np,
@@ -65,22 +63,26 @@ def evaluate(model: Sequential, x: np.ndarray, y: np.ndarray, *, xp: Any = np,
     if mode not in ("mean", "mc"):
         raise ValueError(f"mode must be 'mean' or 'mc', got {mode!r}")
     check_split("evaluate", x, y)
-    if mode == "mc" and (rng is None or int(samples) < 1):
-        raise ValueError("mode='mc' needs rng= and samples ≥ 1")
-    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
-        raise ValueError(f"batch must be an int ≥ 1, got {batch!r}")
+    for name, v in (("batch", batch), ("samples", samples)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be an int ≥ 1, got {v!r}")
+    if mode == "mc" and rng is None:
+        raise ValueError("mode='mc' needs rng=")
     wrong, entropy = 0, 0.0
     for lo in range(0, len(x), batch):
         xb, yb = asarray(x[lo:lo + batch], xp), y[lo:lo + batch]
         if mode == "mean":
-            pred = _checked_logits(model, xb, yb, lo).argmax(axis=1)
-        else:
-            probs = sum(_softmax(xp, _checked_logits(model, xb, yb, lo, rng=rng, train=True))
-                        for _ in range(int(samples))) / int(samples)
-            pred = probs.argmax(axis=1)
-            ent = -(probs * xp.log(xp.maximum(probs, 1e-30))).sum(axis=1)
+            scores = model.predict_logits(xb)
+        else:  # the predictive distribution
+            scores = sum(_softmax(xp, model.predict_logits(xb, rng=rng, train=True))
+                         for _ in range(int(samples))) / int(samples)
+            ent = -(scores * xp.log(xp.maximum(scores, 1e-30))).sum(axis=1)
             entropy += float(ent.sum())
-        wrong += int((to_numpy(pred) != yb).sum())
+        _finite(scores, lo)
+        if lo == 0 and y.max() >= scores.shape[1]:  # checked once, on the host labels
+            raise ValueError(f"label {y.max()} is out of range for a model of "
+                             f"{scores.shape[1]} classes")
+        wrong += int((to_numpy(scores.argmax(axis=1)) != yb).sum())
     out = {"error": wrong / len(x)}
     if mode == "mc":
         out["entropy"] = entropy / len(x)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .backend import to_numpy
+from .functional._checks import is_real
 
 __all__ = ["rel_error", "numerical_vjp", "check_vjp"]
 
@@ -66,7 +67,7 @@ def numerical_vjp(
     args = list(args)
     douts = [np.asarray(to_numpy(d), dtype=np.float64)
              for d in (douts if isinstance(douts, (tuple, list)) else (douts,))]
-    if not (isinstance(h, (int, float)) and np.isfinite(h) and h > 0):
+    if not (is_real(h) and np.isfinite(h) and h > 0):
         raise ValueError(f"numerical_vjp: h must be a finite step > 0, got {h!r}")
     outs = _outputs(f, args)  # the douts must match the outputs one to one, shape for shape
     if [o.shape for o in outs] != [d.shape for d in douts]:

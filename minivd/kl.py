@@ -70,8 +70,8 @@ M17_K = (0.63576, 1.87320, 1.48695)
 
 
 def _log_alpha(log_alpha: Any) -> Any:
-    """A float32/float64 array (a Python number becomes a float64 0-d array)."""
-    if isinstance(log_alpha, (int, float)) and not isinstance(log_alpha, bool):
+    """A float32/float64 array (a Python float or any int becomes a float64 0-d array)."""
+    if isinstance(log_alpha, (float, int, np.integer)) and not isinstance(log_alpha, bool):
         log_alpha = np.asarray(log_alpha, dtype=np.float64)
     check_float("log_alpha", log_alpha)
     return log_alpha

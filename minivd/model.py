@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .functional import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+from .functional._checks import is_real
 from .layers import (
     Dense,
     Dropout,
@@ -142,8 +143,7 @@ class Sequential:
             Mean cross-entropy of the minibatch.
         logits : array
         """
-        if isinstance(kl_scale, bool) or not (isinstance(kl_scale, (int, float, np.floating))
-                                              and np.isfinite(kl_scale) and kl_scale >= 0):
+        if not (is_real(kl_scale) and np.isfinite(kl_scale) and kl_scale >= 0):
             raise ValueError(f"kl_scale (β/N) must be a finite number ≥ 0, got {kl_scale!r}")
         logits = self.forward(x, rng=rng, train=True)
         ce, cache = softmax_cross_entropy_forward(logits, y)

@@ -29,6 +29,7 @@ import numpy as np
 from ._fused import kernel
 from ._rowwise import rowwise
 from .backend import get_xp
+from .functional._checks import is_real
 from .layers.base import clip_to_bounds
 
 __all__ = ["Adam", "SGD", "constant_lr", "linear_decay_lr", "ParameterAverage", "flush_subnormals",
@@ -38,11 +39,13 @@ Triple = tuple[str, Any, Any]
 Bounds = dict[str, tuple[float | None, float | None]]
 
 
-def _check_step(triples: list[Triple], bounds: Bounds | None) -> Bounds:
-    """The triples of one step: unique names (the state is kept by name), float32/float64
-    parameters, each gradient of its parameter's shape and dtype (no broadcasting, no silent
-    cast); ``bounds`` may only name parameters that are being stepped (a typo must not turn the
-    constraint off silently)."""
+def _check_step(triples: list[Triple], bounds: Bounds | None, state: dict, first: str
+                ) -> Bounds:
+    """The triples of one step, all checked before anything is updated: unique names (the
+    state is kept by name), float32/float64 parameters, each gradient of its parameter's shape
+    and dtype (no broadcasting, no silent cast), each parameter of the shape its saved state
+    (``state[name][first]``) was made for; ``bounds`` may only name parameters that are being
+    stepped (a typo must not turn the constraint off silently)."""
     names = [name for name, _, _ in triples]
     if len(set(names)) != len(names):
         repeated = sorted({n for n in names if names.count(n) > 1})
@@ -57,6 +60,10 @@ def _check_step(triples: list[Triple], bounds: Bounds | None) -> Bounds:
             got = (tuple(g.shape), g.dtype) if hasattr(g, "dtype") else type(g).__name__
             raise ValueError(f"gradient of {name} must have its parameter's shape and dtype "
                              f"{tuple(p.shape)} {p.dtype}, got {got}")
+        st = state.get(name)
+        if st is not None and st[first].shape != p.shape:
+            raise ValueError(f"parameter {name} has shape {tuple(p.shape)}, but its optimiser "
+                             f"state was made for {tuple(st[first].shape)}")
     bounds = bounds or {}
     unknown = set(bounds) - {name for name, _, _ in triples}
     if unknown:
@@ -88,8 +95,7 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 def _check_lr(lr: float, zero_ok: bool = False) -> float:
     """A finite learning rate > 0 (≥ 0 for a step's override: a linear decay ends at 0)."""
-    real = isinstance(lr, (int, float, np.integer, np.floating)) and not isinstance(lr, bool)
-    if not (real and math.isfinite(lr) and (lr > 0 or (zero_ok and lr == 0))):
+    if not (is_real(lr) and math.isfinite(lr) and (lr > 0 or (zero_ok and lr == 0))):
         sign = "≥ 0" if zero_ok else "> 0"
         raise ValueError(f"learning rate must be a finite number {sign}, got {lr!r}")
     return float(lr)
@@ -114,7 +120,7 @@ class Adam:
         self.b1, self.b2 = (float(b) for b in betas)
         if not (0 <= self.b1 < 1 and 0 <= self.b2 < 1):
             raise ValueError(f"betas must lie in [0, 1), got {betas}")
-        if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+        if not (is_real(eps) and math.isfinite(eps) and eps > 0):
             raise ValueError(f"eps must be a finite number > 0 (it keeps the step finite where "
                              f"v = 0), got {eps!r}")
         self.eps = float(eps)
@@ -129,9 +135,9 @@ class Adam:
         """One update of every ``param`` from its ``grad`` (in place), then the clip of those
         named in ``bounds`` (``{name: (lo, hi)}``, ``None`` for no bound on a side)."""
         triples = list(triples)
-        bounds = _check_step(triples, bounds)
-        self.t += 1
+        bounds = _check_step(triples, bounds, self.state, "m")
         lr = self.lr if lr is None else _check_lr(lr, zero_ok=True)
+        self.t += 1
         # bias corrections folded into the step size and eps:
         # p -= lr · m̂ / (sqrt(v̂) + eps) = (lr·sqrt(1−b2ᵗ)/(1−b1ᵗ)) · m / (sqrt(v) + eps·sqrt(1−b2ᵗ))
         c2 = math.sqrt(1.0 - self.b2**self.t)
@@ -159,9 +165,6 @@ class Adam:
             if g is None:
                 continue
             st = self.state.get(name)
-            if st is not None and st["m"].shape != p.shape:
-                raise ValueError(f"parameter {name} has shape {tuple(p.shape)}, but its Adam "
-                                 f"state was made for {tuple(st['m'].shape)}")
             if st is None:
                 xp = get_xp(p)
                 st = self.state[name] = {"m": xp.zeros_like(p), "v": xp.zeros_like(p)}
@@ -213,16 +216,13 @@ class SGD:
              bounds: Bounds | None = None) -> None:
         """One update of every ``param`` (in place), then the clip of those in ``bounds``."""
         triples = list(triples)
-        bounds = _check_step(triples, bounds)
-        self.t += 1
+        bounds = _check_step(triples, bounds, self.state, "u")
         lr = self.lr if lr is None else _check_lr(lr, zero_ok=True)
+        self.t += 1
         for name, p, g in triples:
             if g is None:
                 continue
             st = self.state.setdefault(name, {"u": get_xp(p).zeros_like(p)})
-            if st["u"].shape != p.shape:
-                raise ValueError(f"parameter {name} has shape {tuple(p.shape)}, but its SGD "
-                                 f"state was made for {tuple(st['u'].shape)}")
             u = st["u"]
             u *= self.momentum
             u += g

@@ -1,11 +1,13 @@
 """Random generators, always passed explicitly (no global RNG anywhere in minivd).
 
-Library code calls only ``rng.random(shape, dtype=...)`` and
-``rng.standard_normal(shape, dtype=...)``: the two methods NumPy's and CuPy's ``Generator``
-share. Layers draw their noise with :func:`standard_normal`, which on NumPy turns
-``rng.random`` uniforms into normals by Box–Muller (faster here than NumPy's own sampler) and
-fills large draws on all cores. NumPy and CuPy streams differ for the same seed, so
-cross-backend checks compare statistics or inject the noise.
+Library code calls only ``rng.random(shape, dtype=...)`` and ``rng.standard_normal(shape,
+dtype=...)``: the two methods NumPy's and CuPy's ``Generator`` share (and
+:func:`stable_permutation`, a host-side shuffle over PCG64's raw stream, whose values NumPy
+keeps stable across versions, for the Fashion-MNIST split). Layers draw their noise with
+:func:`standard_normal`, which on NumPy turns ``rng.random`` uniforms into normals by Box–Muller
+(faster here than NumPy's own sampler) and fills large draws on all cores. NumPy and CuPy
+streams differ for the same seed, so cross-backend checks compare statistics or inject the
+noise.
 """
 
 from __future__ import annotations
@@ -112,6 +114,9 @@ def stable_permutation(n: int, seed: int) -> np.ndarray:
     output), mask it to ``i``'s bit length, redraw while it exceeds ``i``, then swap ``a[i]``
     and ``a[j]``. It gives the same permutation as that method for ``n < 2³²``.
     """
+    for name, v in (("n", n), ("seed", seed)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
+            raise ValueError(f"stable_permutation: {name} must be an int ≥ 0, got {v!r}")
     if n >= 2**32:
         raise ValueError(f"stable_permutation needs n < 2**32, got {n}")
     bits = np.random.PCG64(np.random.SeedSequence(seed))

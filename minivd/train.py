@@ -1,12 +1,14 @@
 """The training loop: SGVB steps, per-epoch evaluation, progress, checkpoints and resume.
 
-Reproducibility: four generators, all from ``seed``: parameter initialisation (host, layer
-``i`` of an MLP seeded ``seed + i``), the minibatch order (host, ``default_rng([seed, 1])``;
-its state at the start of each epoch is checkpointed, so a resumed run redraws the same
-permutation), the noise (on the backend, ``make_rng(seed + 2, backend)``) and the final
-Monte-Carlo evaluation's (``seed + 3``). Tutorial 04 relies on this recipe. On NumPy a resumed
-run ends bit-for-bit where an uninterrupted one does. CuPy's generator state cannot be saved: a run
-resumed on CuPy continues with a fresh noise stream (we say so when it happens).
+Reproducibility: four generators, all from ``seed``: parameter initialisation (host, layer ``i``
+of an MLP seeded ``seed + i``), the minibatch order (host, ``default_rng([seed, 1])``; its state
+at the start of each epoch is checkpointed, so a resumed run redraws the same permutation), the
+noise (on the backend, ``make_rng(seed + 2, backend)``) and the final Monte-Carlo evaluation's
+(``seed + 3``). Tutorial 04 relies on this recipe. On NumPy a resumed run ends bit-for-bit where
+an uninterrupted one does (on the same NumPy release: the order is drawn by
+``Generator.permutation``, which NumPy does not promise to keep across releases). CuPy's
+generator state cannot be saved: a run resumed on CuPy continues with a fresh noise stream (we
+say so when it happens).
 """
 
 from __future__ import annotations
@@ -124,9 +126,9 @@ class Trainer:
         for split in ("train", "valid", "test"):
             xs, ys = getattr(data, "x_" + split), getattr(data, "y_" + split)
             check_split(f"the {split} split", xs, ys)
-            if not np.issubdtype(xs.dtype, np.floating):
-                raise ValueError(f"the {split} split's images must be finite floats, got "
-                                 f"dtype {xs.dtype}")
+            if xs.dtype != np.float32:  # the models are float32
+                raise ValueError(f"the {split} split's images must be float32 (the models' "
+                                 f"dtype; cast with .astype(np.float32)), got {xs.dtype}")
             if not np.isfinite(xs).all():
                 raise ValueError(f"the {split} split's images hold NaN or inf")
         x, y = data.x_train, data.y_train

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
 
+from minivd import _data_sources
 from minivd.backend import BackendUnavailableError, resolve_backend
+from minivd.data import data_dir
 
 settings.register_profile("dev", max_examples=25, deadline=None)
 # CI: a fixed, reproducible set of examples (derandomize) and no wall-clock deadline.
@@ -63,3 +66,21 @@ def cp():
     except BackendUnavailableError as exc:
         pytest.skip(str(exc))
     yield module
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """For the data tests: an empty cache in ``$MINIVD_DATA``, a private tempdir, no system
+    Fashion-MNIST, a tiny validation split (``data_helpers.N_VALID``), and pip must not run."""
+    from .data_helpers import N_VALID
+
+    def no_pip(args):
+        raise AssertionError(f"pip must not run here: {args}")
+
+    monkeypatch.setenv("MINIVD_DATA", str(tmp_path / "cache"))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(_data_sources, "SYSTEM_FASHION_DIRS", (tmp_path / "system",))
+    monkeypatch.setattr(_data_sources, "N_VALID", N_VALID)
+    monkeypatch.setattr(_data_sources, "run_pip", no_pip)
+    return data_dir()

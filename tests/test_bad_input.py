@@ -38,6 +38,8 @@ def test_evaluate_rejects_a_batch_that_would_skip_every_example(batch):
     x, y = tiny_split()
     with pytest.raises(ValueError, match="batch must be an int"):
         evaluate(tiny_model(), x, y, batch=batch)  # batch=-1 used to report error 0.0
+    with pytest.raises(ValueError, match="samples must be an int"):  # 2.7 was truncated
+        evaluate(tiny_model(), x, y, mode="mc", samples=2.7, rng=make_rng(0))
 
 
 @pytest.mark.parametrize("mode", ["mean", "mc"])
@@ -46,7 +48,7 @@ def test_evaluate_refuses_non_finite_logits(mode):
     for _, p, _ in model.parameters():
         p[...] = np.nan
     x, y = tiny_split()
-    with pytest.raises(ValueError, match="logits are not finite"):  # argmax(NaN row) = class 0
+    with pytest.raises(ValueError, match="outputs are not finite"):  # argmax(NaN row) = class 0
         evaluate(model, x, np.zeros_like(y), mode=mode, rng=make_rng(0))
 
 
@@ -92,7 +94,8 @@ OPS_WITH_EPS = [lrt_dense, shared_dense, per_example_dense, lrt_conv, shared_con
 
 
 @pytest.mark.parametrize("op", OPS_WITH_EPS)
-@pytest.mark.parametrize("eps", [0.0, -1e-8, np.nan, np.inf, "1e-8", None, True])
+@pytest.mark.parametrize("eps", [0.0, -1e-8, np.nan, np.inf, "1e-8", None, True, 1e-50, 1e300,
+                                 10**400])  # 1e-50 is 0 in float32, 1e300 inf
 def test_eps_must_be_a_finite_positive_number(op, eps):
     with pytest.raises(ValueError, match="eps must be a finite number > 0"):
         op(eps)
@@ -189,6 +192,23 @@ def test_step_refuses_repeated_names_and_bad_learning_rates(opt):
     o.step([("w", a, g)])
     with pytest.raises(ValueError, match="state was made for"):
         o.step([("w", np.ones(4), np.ones(4))])
+
+
+@pytest.mark.parametrize("opt", [Adam, SGD])
+def test_a_refused_step_changes_nothing(opt):
+    a, b = np.ones(3), np.ones(3)
+    o = opt(lr=0.1)
+    o.step([("a", a, np.ones(3)), ("b", b, np.ones(3))])
+    before = (o.t, a.copy(), b.copy())
+    for bad in ([("a", a, np.ones(3)), ("b", np.ones(4), np.ones(4))],  # b's state is (3,)
+                [("a", a, np.ones(3)), ("b", b, np.ones(2))]):
+        with pytest.raises(ValueError):
+            o.step(bad)
+    with pytest.raises(ValueError, match="learning rate"):
+        o.step([("a", a, np.ones(3))], lr=np.nan)
+    assert o.t == before[0]  # no step counted, no parameter moved
+    np.testing.assert_array_equal(a, before[1])
+    np.testing.assert_array_equal(b, before[2])
 
 
 @pytest.mark.parametrize("eps", [0.0, -1e-8, np.nan])

@@ -101,3 +101,6 @@ def test_stable_permutation_pins_the_fashion_mnist_split():
     assert digest == "ac881aa9dd340a198745c9140f10c2fa5b55b673fe6f0a74b0e327369cd13aef"
     with pytest.raises(ValueError, match="n < 2"):
         stable_permutation(2**32, 0)
+    for n, seed in ((-1, 0), (3, None), (3, -1), (2.0, 0)):  # None would draw a fresh seed
+        with pytest.raises(ValueError, match="must be an int ≥ 0"):
+            stable_permutation(n, seed)

@@ -48,8 +48,10 @@ def _with(data, **kw):
     (lambda d: dict(y_test=d.y_test[:-1]), "y must be a 1-D integer array of 500"),
     (lambda d: dict(y_train=d.y_train.astype(np.float32)), "integer"),
     (lambda d: dict(x_valid=d.x_valid[:0], y_valid=d.y_valid[:0]), "at least one example"),
-    (lambda d: dict(x_train=np.where(np.arange(8) == 3, np.nan, d.x_train)), "NaN or inf"),
-    (lambda d: dict(x_test=(d.x_test * 100).astype(np.int64)), "finite floats"),
+    (lambda d: dict(x_train=np.where(np.arange(8) == 3, np.nan, d.x_train).astype(np.float32)),
+     "NaN or inf"),
+    (lambda d: dict(x_test=(d.x_test * 100).astype(np.int64)), "must be float32"),
+    (lambda d: dict(x_test=d.x_test.astype(np.float64)), "must be float32"),
     (lambda d: dict(y_valid=d.y_valid - 1), "labels must be ≥ 0")])
 def test_trainer_refuses_bad_splits(tmp_path, change, match):
     data = xor_data(n=200)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import numpy as np
@@ -61,14 +62,31 @@ def check_upstream(name: str, a: Any, shape: tuple, what: str, like: Any = None)
                         f"cast it to {like.dtype}")
 
 
+def is_real(v: Any) -> bool:
+    """A real number: a Python or NumPy int or float, or a 0-d real array; never a bool."""
+    if isinstance(v, (bool, np.bool_)):
+        return False
+    if isinstance(v, numbers.Real):
+        return True
+    return getattr(v, "shape", None) == () and getattr(getattr(v, "dtype", None), "kind",
+                                                       "") in "iuf"
+
+
 def check_eps(eps: Any, dtype: Any) -> Any:
-    """``eps`` (added under a square root) must be a finite real > 0; returned in ``dtype``, so
-    a NumPy float64 scalar does not promote float32 arrays."""
-    ok = isinstance(eps, (int, float, np.integer, np.floating)) and not isinstance(eps, bool)
-    if not ok or not np.isfinite(eps) or eps <= 0:
-        raise ValueError(f"eps must be a finite number > 0 (it keeps sqrt(δ + eps) > 0), "
-                         f"got {eps!r}")
-    return np.dtype(dtype).type(eps)
+    """``eps`` (added under a square root) must be a real number that is finite and > 0 *in
+    ``dtype``* (1e-50 is 0 in float32); returned in ``dtype``, so a NumPy float64 scalar does
+    not promote float32 arrays."""
+    e = None
+    if is_real(eps):
+        with np.errstate(over="ignore"), np.errstate(under="ignore"):
+            try:
+                e = np.dtype(dtype).type(float(eps))
+            except OverflowError:  # an int beyond float64
+                e = None
+    if e is None or not np.isfinite(e) or e <= 0:
+        raise ValueError(f"eps must be a finite number > 0 in {np.dtype(dtype)} (it keeps "
+                         f"sqrt(δ + eps) > 0), got {eps!r}")
+    return e
 
 
 def xp_of(**arrays: Any) -> Any:

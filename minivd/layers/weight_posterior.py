@@ -240,14 +240,14 @@ class WeightPosterior:
             return
         scale = float(scale)
         if self.sparse:
+            need_grad(grads, "theta", "the sparse layer")
+            need_grad(grads, "log_sigma2", "the sparse layer")
             if isinstance(map_cache, M17Step):  # this step's forward pass computed log α
                 cache, la = map_cache
             else:
                 (_, la), cache = m17_variance_forward(self.params["theta"],
                                                       self.params["log_sigma2"])
             dtheta, dls2 = m17_variance_backward(None, scale * kl_m17_grad(la), cache)
-            need_grad(grads, "theta", "the sparse layer")
-            need_grad(grads, "log_sigma2", "the sparse layer")
             grads["theta"] += dtheta
             grads["log_sigma2"] += dls2
             return
