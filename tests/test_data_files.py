@@ -181,3 +181,14 @@ def test_npz_write_failure_leaves_no_temp_file(cache, monkeypatch):
         load_mnist()
     assert f"make {cache} writable" in str(err.value) and "MINIVD_DATA" in str(err.value)
     assert not [n for n in listing(cache) if "npz" in n]
+
+
+def test_a_bug_while_reading_the_cache_is_not_called_a_corrupt_file(cache, monkeypatch):
+    write_idx_set(cache)
+    load_mnist()  # builds mnist.npz
+
+    def buggy(arrays):
+        raise AttributeError("a bug in minivd, not in the file")
+    monkeypatch.setattr(data, "_check_arrays", buggy)
+    with pytest.raises(AttributeError, match="a bug in minivd"):  # no "rm the cache" advice
+        load_mnist()
