@@ -29,7 +29,7 @@ import numpy as np
 from ._fused import kernel
 from ._rowwise import rowwise
 from .backend import get_xp
-from .functional._checks import is_real
+from .functional._checks import FLOATS, is_real
 from .layers.base import clip_to_bounds
 
 __all__ = ["Adam", "SGD", "constant_lr", "linear_decay_lr", "ParameterAverage", "flush_subnormals",
@@ -52,7 +52,7 @@ def _check_step(triples: list[Triple], bounds: Bounds | None, state: dict, first
         raise ValueError(f"parameter names repeat: {repeated} (the optimiser keeps its state by "
                          "name)")
     for name, p, g in triples:
-        if not hasattr(p, "dtype") or p.dtype not in _FLOATS:
+        if not hasattr(p, "dtype") or p.dtype not in FLOATS:
             raise TypeError(f"parameter {name} must be a float32 or float64 array, got "
                             f"{getattr(p, 'dtype', type(p).__name__)}")
         if g is not None and (not hasattr(g, "dtype") or g.shape != p.shape
@@ -88,9 +88,6 @@ def flush_subnormals(arrays: Iterable[Any]) -> int:
             a[small] = 0
         total += n
     return total
-
-
-_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _check_lr(lr: float, zero_ok: bool = False) -> float:

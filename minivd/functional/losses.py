@@ -6,7 +6,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ._checks import check_float, xp_of
+from ._checks import check_float, is_real, xp_of
 
 __all__ = ["softmax_cross_entropy_forward", "softmax_cross_entropy_backward", "dust_threshold"]
 
@@ -86,7 +86,7 @@ def softmax_cross_entropy_backward(dloss: Any, cache: CECache) -> Any:
     """
     probs, labels = cache
     xp = xp_of(probs=probs)
-    if getattr(dloss, "ndim", 0) != 0 or isinstance(dloss, bool) or not np.isfinite(dloss):
+    if not (is_real(dloss) and np.isfinite(dloss)):
         raise ValueError(f"dloss must be a finite scalar (the loss is a scalar), got {dloss!r}")
     n = probs.shape[0]
     d = probs * (probs >= probs.dtype.type(dust_threshold(probs.dtype)))  # steps 1 and 4 (a copy)

@@ -11,6 +11,7 @@ import numpy as np
 
 from .._rowwise import rowwise
 from ..backend import backend_name, get_xp, resolve_backend
+from ..functional._checks import FLOATS
 
 __all__ = ["Layer", "init_generator", "p_to_log_alpha", "clip_to_bounds"]
 
@@ -135,7 +136,7 @@ def place(a: np.ndarray, backend: str | ModuleType, dtype: Any) -> Any:
     """Put a host array on ``backend`` with ``dtype`` (float32 or float64)."""
     xp = resolve_backend(backend)
     dtype = np.dtype(dtype)
-    if dtype not in (np.float32, np.float64):
+    if dtype not in FLOATS:
         raise TypeError(f"dtype must be float32 or float64, got {dtype} (float16 loses the "
                         "1e-8 that keeps the LRT's square roots and gradients finite)")
     if backend_name(xp) == "numpy":
