@@ -39,6 +39,46 @@ def test_table1_tiny_run_writes_the_schema(tmp_path):
     assert set(r["seconds_per_epoch"]) == set(table1.ESTIMATORS)
 
 
+def _tiny_table1(tmp_path, out, *extra):
+    f = tmp_path / "blobs.npz"
+    if not f.exists():
+        blobs_file(f)
+    return table1.main(["--data-file", str(f), "--width", "8", "--k", "3", "--m", "60",
+                        "--speed-steps", "0", "--out", str(tmp_path / out), *extra])
+
+
+def test_table1_default_out_names_the_run():
+    assert table1.parse(["--width", "64"]).out == Path("runs/table1/w64_s0")
+    assert table1.parse(["--quick"]).out == Path("runs/table1/w128_s0_n10000")
+
+
+def test_table1_same_command_continues_a_stopped_run(tmp_path, capsys):
+    whole = _tiny_table1(tmp_path, "whole", "--epochs", "1", "2", "3")
+    _tiny_table1(tmp_path, "split", "--epochs", "1", "2")  # a run stopped after epoch 2
+    capsys.readouterr()
+    cont = _tiny_table1(tmp_path, "split", "--epochs", "1", "2", "3")
+    assert "resuming after epoch 2" in capsys.readouterr().out
+    assert cont["resumed_from_epoch"] == 2
+    # epochs 1 and 2 come from measured.json, epoch 3 is trained on from the checkpoint: on
+    # NumPy the continued run gives the uninterrupted run's values exactly
+    assert cont["epochs"] == whole["epochs"]
+    assert whole["resumed_from_epoch"] == 0
+
+
+def test_table1_refuses_a_folder_it_cannot_continue(tmp_path):
+    _tiny_table1(tmp_path, "r", "--epochs", "2")
+    with pytest.raises(SystemExit, match="never measured"):  # epoch 1 was trained past
+        _tiny_table1(tmp_path, "r", "--epochs", "1", "3")
+    with pytest.raises(SystemExit, match="measured with"):  # other K: not the same estimate
+        _tiny_table1(tmp_path, "r", "--epochs", "2", "--k", "4")
+    from minivd.checkpoint import CheckpointError
+
+    with pytest.raises(CheckpointError, match="width"):  # another net in the same folder
+        table1.main(["--data-file", str(tmp_path / "blobs.npz"), "--width", "9", "--k", "3",
+                     "--m", "60", "--speed-steps", "0", "--epochs", "3",
+                     "--out", str(tmp_path / "r")])
+
+
 @pytest.mark.slow
 def test_table1_quick_shows_the_ordering(tmp_path):
     from minivd.data import data_dir

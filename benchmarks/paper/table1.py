@@ -11,6 +11,12 @@ gradient: the estimators' means differ from it).
 
     python benchmarks/paper/table1.py --quick --json table1_quick.json
     python benchmarks/paper/table1.py --width 1000 --epochs 10 100 --json table1.json
+
+A run keeps its state in ``--out`` (by default ``runs/table1/wWIDTH_sSEED[_nLIMIT]``): the
+training checkpoint (every epoch, and on Ctrl-C or SIGTERM) and ``measured.json``, the
+variances measured so far. The same command run again continues from there (bit-for-bit on
+NumPy): it trains on from the checkpoint and measures only the epochs not yet measured. It
+refuses a folder whose checkpoint or measurements were made with other settings.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import minivd  # noqa: F401  # isort: skip  (before NumPy: minivd/__init__ expla
 import numpy as np
 
 from minivd import make_rng, resolve_backend, to_numpy
+from minivd.checkpoint import write_json
 from minivd.functional import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from minivd.layers import VariationalDense
 from minivd.train import TrainConfig, Trainer
@@ -158,7 +165,9 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--speed-steps", type=int, default=5, help="0 skips the speed table")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
-    ap.add_argument("--out", type=Path, default=Path("runs/table1"))
+    ap.add_argument("--out", type=Path, default=None,
+                    help="the run's checkpoint and measurements, continued when the same "
+                         "command runs again (default runs/table1/wWIDTH_sSEED[_nLIMIT])")
     ap.add_argument("--quick", action="store_true",
                     help="width 128, 10,000 examples, measured once after 3 epochs, K = 100, "
                          "M = 1000 (under 5 minutes on 2 CPU cores)")
@@ -169,7 +178,42 @@ def parse(argv=None) -> argparse.Namespace:
     if args.k < 2 or args.m < 1 or args.width < 1 or min(args.epochs) < 1:
         ap.error("need --k ≥ 2, --m ≥ 1, --width ≥ 1 and epochs ≥ 1")
     args.epochs = sorted(set(args.epochs))
+    if args.out is None:
+        limit = f"_n{args.train_limit}" if args.train_limit else ""
+        args.out = Path("runs/table1") / f"w{args.width}_s{args.seed}{limit}"
     return args
+
+
+def measure_settings(args: argparse.Namespace) -> dict:
+    """What a stored measurement depends on besides the trained net (the checkpoint checks
+    the net's own settings)."""
+    return {"k": args.k, "m": args.m, "seed": args.seed, "backend": args.backend}
+
+
+def resume(trainer: Trainer, args: argparse.Namespace) -> dict:
+    """Continue a run stopped earlier: load ``--out``'s checkpoint and return the variances
+    already measured (``{}`` for a new run). Raises SystemExit, naming the fix, when the
+    folder's measurements were made with other settings or an epoch to measure has already
+    been trained past without being measured."""
+    measured_path = args.out / "measured.json"
+    done: dict = {}
+    if measured_path.exists():
+        stored = json.loads(measured_path.read_text())
+        if stored.get("settings") != measure_settings(args):
+            raise SystemExit(f"table1.py: {measured_path} was measured with "
+                             f"{stored.get('settings')}, not {measure_settings(args)}: "
+                             "choose another --out")
+        done = stored["epochs"]
+    if trainer.checkpoint_path.exists():
+        trainer.resume()  # refuses a checkpoint trained with other settings
+        print(f"resuming after epoch {trainer.epoch} from {trainer.checkpoint_path}"
+              + (f" (measured: epochs {', '.join(done)})" if done else ""), flush=True)
+    missed = [e for e in args.epochs if e < trainer.epoch and str(e) not in done]
+    if missed:
+        raise SystemExit(f"table1.py: the checkpoint in {args.out} is at epoch {trainer.epoch}, "
+                         f"past epoch(s) {missed}, which were never measured: leave them out "
+                         "of --epochs, or start a new run with another --out")
+    return {str(e): done[str(e)] for e in args.epochs if str(e) in done}
 
 
 def main(argv=None) -> dict:
@@ -188,10 +232,23 @@ def main(argv=None) -> dict:
                       train_limit=args.train_limit)
     trainer = Trainer(cfg, data, args.out, log=io.StringIO())
     x, y = trainer.x, trainer.y
-    results, t_start = {}, time.perf_counter()
+    results, t_start = resume(trainer, args), time.perf_counter()
+    resumed_from = trainer.epoch
+
+    def progress(t: Trainer) -> None:
+        print(f"epoch {t.epoch}/{args.epochs[-1]}: valid error "
+              f"{100 * t.history[-1]['valid_error']:.2f}%, "
+              f"{t.history[-1]['seconds']:.1f} s of steps", flush=True)
+
     for e in args.epochs:
+        if str(e) in results:
+            continue
         trainer.cfg.epochs = e
-        trainer.fit()
+        try:
+            trainer.fit(on_epoch=progress)
+        except KeyboardInterrupt:
+            raise SystemExit(f"interrupted after epoch {trainer.epoch}: checkpoint saved in "
+                             f"{args.out}; the same command continues") from None
         print(f"trained to epoch {e} (valid error "
               f"{100 * trainer.history[-1]['valid_error']:.2f}%), measuring...", flush=True)
         results[str(e)] = {"top": {}, "bottom": {}}
@@ -200,13 +257,18 @@ def main(argv=None) -> dict:
             for w in ("top", "bottom"):
                 results[str(e)][w][est] = v[w]
         set_sampler(trainer.model, "lrt")
-        if args.json:  # after every measured epoch, so an interrupted run keeps what it has
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps({"epochs": results, "partial": True}, indent=2))
+        # after every measured epoch, so an interrupted run keeps what it has
+        write_json(args.out / "measured.json",
+                   {"settings": measure_settings(args), "epochs": results})
+        if args.json:
+            write_json(args.json, {"epochs": results, "partial": True})
+    results = {str(e): results[str(e)] for e in args.epochs}
     print_table(results)
+    # seconds: this invocation's wall time (a resumed run's earlier part is not in it)
     report = {"epochs": results, "config": {k: (str(v) if isinstance(v, Path) else v)
                                             for k, v in vars(args).items()},
-              "backend": args.backend, "seconds": time.perf_counter() - t_start}
+              "backend": args.backend, "seconds": time.perf_counter() - t_start,
+              "resumed_from_epoch": resumed_from}
     if args.speed_steps:
         report["seconds_per_epoch"] = estimator_speed(trainer.model, x, y, 100,
                                                       args.speed_steps, xp)
@@ -214,8 +276,7 @@ def main(argv=None) -> dict:
               f"{args.speed_steps} steps, extrapolated): " + ", ".join(
                   f"{k} {v:.1f}" for k, v in report["seconds_per_epoch"].items()))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(report, indent=2))
+        write_json(args.json, report)
     print(f"total {report['seconds']:.0f} s on {args.backend} ({os.cpu_count()} CPUs)")
     return report
 
