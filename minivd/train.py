@@ -17,7 +17,6 @@ import dataclasses
 import hashlib
 import itertools
 import math
-import numbers
 import signal
 import sys
 import threading
@@ -31,74 +30,17 @@ from .backend import asarray, backend_name, resolve_backend
 from .batches import iterate_minibatches
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .evaluate import check_split, evaluate
+from .functional._checks import is_real
 from .model import Sequential, build_model, check_matching
 from .optim import SGD, Adam, ParameterAverage, constant_lr, linear_decay_lr
 from .random import make_rng
+from .train_config import TrainConfig
 
 __all__ = ["TrainConfig", "Trainer", "NonFiniteLossError"]
 
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the message names the step."""
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything that defines a run (stored in checkpoints and metrics)."""
-
-    dataset: str = "mnist"
-    model: str = "mlp"
-    width: int = 512
-    depth: int = 2
-    method: str = "vd-b"
-    epochs: int = 5
-    batch: int = 100
-    lr: float = 1e-3
-    lr_schedule: str = "constant"  # or "linear": flat to lr_decay_start, then linear to 0
-    lr_decay_start: float = 0.0
-    optimizer: str = "adam"
-    momentum: float = 0.9
-    kl_delay: float = 0.0  # epochs with β = 0 ...
-    kl_warmup: float = 0.0  # ... then β rises linearly to 1 over this many epochs
-    polyak: float = 0.0  # decay of the parameter average used for evaluation (0: off)
-    mc_samples: int = 0  # S for a final Monte-Carlo predictive evaluation (0: skip)
-    backend: str = "numpy"
-    seed: int = 0
-    train_limit: int = 0  # use only the first n training examples (0: all)
-
-    def check(self) -> TrainConfig:
-        for name, least in (("epochs", 1), ("batch", 1), ("width", 1), ("depth", 0),
-                            ("mc_samples", 0), ("train_limit", 0), ("seed", 0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < least:
-                raise ValueError(f"{name} must be an integer ≥ {least}, got {v!r}")
-            setattr(self, name, int(v))  # NumPy integers too, stored as plain ints (JSON)
-        for name in ("lr", "kl_delay", "kl_warmup", "lr_decay_start", "momentum", "polyak"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
-                raise ValueError(f"{name} must be a finite number, got {v!r}")
-            setattr(self, name, float(v))
-        if not self.lr > 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        for name in ("kl_delay", "kl_warmup", "lr_decay_start", "momentum"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be ≥ 0, got {getattr(self, name)}")
-        if self.lr_schedule not in ("constant", "linear"):
-            raise ValueError(
-                f"lr_schedule must be 'constant' or 'linear', got {self.lr_schedule!r}")
-        if self.optimizer not in ("adam", "sgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
-        if not 0 <= self.polyak < 1:
-            raise ValueError(f"polyak must lie in [0, 1), got {self.polyak}")
-        return self
-
-    def beta(self, epoch: float) -> float:
-        """KL weight at fractional ``epoch``: 0 during the delay, then a linear warm-up to 1."""
-        if epoch < self.kl_delay:
-            return 0.0
-        if self.kl_warmup == 0:
-            return 1.0
-        return min(1.0, (epoch - self.kl_delay) / self.kl_warmup)
 
 
 # keys of the config that must match for --resume (the rest, e.g. epochs, may change)
@@ -158,6 +100,9 @@ class Trainer:
         self.noise_rng = make_rng(config.seed + 2, self.xp)
         self.epoch, self.batch_index, self.step = 0, 0, 0
         self.epoch_start_state = self.shuffle_rng.bit_generator.state
+        # the current epoch's steps so far: seconds, and the cross-entropy's sum and count
+        # (checkpointed, so an epoch stopped and resumed reports all of its steps)
+        self.epoch_part = {"seconds": 0.0, "ce_sum": 0.0, "ce_count": 0}
         self.history: list[dict] = []
         self._stop = self.stopped_by = 0  # a signal's number once one asks to stop
         self._saved = False  # whether out/checkpoint.npz is this run's (saved or resumed)
@@ -177,7 +122,7 @@ class Trainer:
         meta = {"config": dataclasses.asdict(self.cfg), "epoch": self.epoch,
                 "batch_index": self.batch_index, "step": self.step, "opt_t": self.opt.t,
                 "epoch_start_state": self.epoch_start_state, "noise_state": noise_state,
-                "history": self.history, "data": self.data_id}
+                "history": self.history, "data": self.data_id, "epoch_part": self.epoch_part}
         save_checkpoint(self.checkpoint_path, arrays, meta)
         self._saved = True
         return self.checkpoint_path
@@ -202,6 +147,7 @@ class Trainer:
         self.epoch, self.batch_index, self.step = meta["epoch"], meta["batch_index"], meta["step"]
         self.epoch_start_state = meta["epoch_start_state"]
         self.history = meta["history"]
+        self.epoch_part = meta.get("epoch_part", {"seconds": 0.0, "ce_sum": 0.0, "ce_count": 0})
         if meta["noise_state"] is not None and backend_name(self.xp) == "numpy":
             self.noise_rng.bit_generator.state = meta["noise_state"]
         else:  # a stream of its own (from seed and step), not a replay of the first epoch's
@@ -245,6 +191,12 @@ class Trainer:
                              f"fit {self.steps_per_epoch} steps per epoch")
         if meta["noise_state"] is not None and not isinstance(meta["noise_state"], dict):
             raise TypeError(f"metadata 'noise_state' is {meta['noise_state']!r}")
+        part = meta.get("epoch_part")  # absent in checkpoints written before it was recorded
+        if part is not None and not (
+                isinstance(part, dict) and set(part) == {"seconds", "ce_sum", "ce_count"}
+                and all(is_real(v) and math.isfinite(v) and v >= 0 for v in part.values())
+                and isinstance(part["ce_count"], int) and part["ce_count"] <= meta["batch_index"]):
+            raise ValueError(f"metadata 'epoch_part' is {part!r}")
         groups: dict[str, dict[str, np.ndarray]] = {"param": {}, "opt": {}, "avg": {}}
         for key, a in arrays.items():
             g, _, name = key.partition("/")
@@ -270,7 +222,8 @@ class Trainer:
         self._stop = signum  # checked between steps: the step in flight finishes first
 
     def train_epoch(self) -> float:
-        """Train from the current position to the end of the epoch; seconds of steps only."""
+        """Train from the current position to the end of the epoch; returns the epoch's
+        seconds of steps (all of them, also those before a resume; no evaluation)."""
         cfg, nb = self.cfg, self.steps_per_epoch
         # the epoch's order is redrawn from the state at its start, so a resumed run sees the
         # same batches; the ones already done are skipped
@@ -278,9 +231,8 @@ class Trainer:
         batches = itertools.islice(
             iterate_minibatches(self.x, self.y, cfg.batch, self.shuffle_rng, self.xp),
             self.batch_index, None)
-        seconds, last_print, t_epoch = 0.0, time.perf_counter(), time.perf_counter()
-        ce_sum, ce_count = 0.0, 0
-        t0 = time.perf_counter()
+        part, first = self.epoch_part, self.batch_index
+        last_print = t_epoch = t0 = time.perf_counter()
         for xb, yb in batches:
             if self._stop:
                 raise KeyboardInterrupt
@@ -302,21 +254,22 @@ class Trainer:
                 self.avg.update(self.model.parameters())
             self.step += 1
             self.batch_index += 1
-            ce_sum, ce_count = ce_sum + ce, ce_count + 1
             now = time.perf_counter()
-            seconds += now - t0
+            part["seconds"] += now - t0
+            part["ce_sum"] += ce
+            part["ce_count"] += 1
             if now - last_print > 2.0 or self.batch_index == nb:
                 last_print = now
                 kl = float(self.model.kl())
-                rate = self.batch_index / max(now - t_epoch, 1e-9)
+                rate = (self.batch_index - first) / max(now - t_epoch, 1e-9)
                 left = (nb - self.batch_index + (cfg.epochs - self.epoch - 1) * nb) / rate
                 print(f"epoch {self.epoch + 1}/{cfg.epochs} step {self.batch_index}/{nb} | "
                       f"{rate:6.1f} steps/s | loss {ce + beta * kl / self.n:.4f} | "
                       f"KL {kl:.4g} | β {beta:.2f} | ETA {left:5.0f} s", file=self.log,
                       flush=True)
             t0 = time.perf_counter()
-        self._epoch_ce = ce_sum / max(ce_count, 1)
-        return seconds
+        self._epoch_ce = part["ce_sum"] / max(part["ce_count"], 1)
+        return part["seconds"]
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, **kw: Any) -> dict[str, float]:
         """Evaluate with the averaged parameters when averaging is on."""
@@ -359,6 +312,7 @@ class Trainer:
                 # the next epoch starts here: a checkpoint saved from now on (even one that
                 # ``on_epoch`` interrupts) resumes at its first batch with its own permutation
                 self.epoch, self.batch_index = self.epoch + 1, 0
+                self.epoch_part = {"seconds": 0.0, "ce_sum": 0.0, "ce_count": 0}
                 self.epoch_start_state = self.shuffle_rng.bit_generator.state
                 if on_epoch is not None:
                     on_epoch(self)

@@ -153,11 +153,49 @@ def test_resume_equals_uninterrupted(tmp_path, method):
     with pytest.raises(KeyboardInterrupt):
         run.fit()
     assert run.epoch == 1 and run.batch_index == 4
+    before = run.epoch_part["seconds"]  # epoch 2's 4 steps before the stop
     resumed = quiet_trainer(cfg, data, tmp_path / "b")
     resumed.resume()
     resumed.fit()
     for k, v in _params(straight).items():
         np.testing.assert_array_equal(v, resumed.model.state()[k], err_msg=k)
+    # the stopped epoch reports all 10 of its steps: the mean cross-entropy over the same
+    # steps in the same order (the same bits), and the seconds of the steps before the stop too
+    for h, r in zip(straight.history, resumed.history):
+        assert {k: v for k, v in h.items() if k != "seconds"} == \
+            {k: v for k, v in r.items() if k != "seconds"}
+    assert resumed.history[1]["seconds"] > before > 0
+
+
+def test_a_mid_epoch_checkpoint_from_before_epoch_part_still_resumes(tmp_path):
+    """Checkpoints written before the epoch's partial totals were recorded resume (that
+    epoch then reports only its steps after the resume) and save again resumable."""
+    from minivd.checkpoint import load_checkpoint, save_checkpoint
+
+    data = xor_data(n=500)
+    cfg = TrainConfig(dataset="xor", width=16, depth=1, method="vd-b", epochs=2, batch=50)
+    run = quiet_trainer(cfg, data, tmp_path)
+    original = run.opt.step
+
+    def step_then_stop(*a, **k):
+        original(*a, **k)
+        if run.step == 13:  # the 14th step: epoch 2, batch 4 of 10
+            run._stop = True
+
+    run.opt.step = step_then_stop
+    with pytest.raises(KeyboardInterrupt):
+        run.fit()
+    arrays, meta = load_checkpoint(run.checkpoint_path)
+    del meta["epoch_part"]
+    save_checkpoint(run.checkpoint_path, arrays, meta)
+    old = quiet_trainer(cfg, data, tmp_path)
+    old.resume()
+    assert old.epoch_part["ce_count"] == 0 and old.batch_index == run.batch_index > 0
+    old.cfg.epochs = 3
+    old.fit()
+    again = quiet_trainer(cfg, data, tmp_path)
+    again.resume()
+    assert again.epoch == 3 and again.history == old.history
 
 
 def test_stop_inside_on_epoch_resumes_with_the_next_epochs_permutation(tmp_path):

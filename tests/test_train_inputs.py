@@ -129,6 +129,9 @@ def _set(key, value):
     (None, _set("config", None), "no config"),
     (None, _set("step", "3"), "'step' is '3'"),
     (None, _set("batch_index", 99), "does not fit 4 steps per epoch"),
+    (None, _set("epoch_part", {"seconds": -1.0, "ce_sum": 0.0, "ce_count": 0}), "'epoch_part'"),
+    (None, _set("epoch_part", {"seconds": 1.0, "ce_sum": 0.0, "ce_count": 2}), "'epoch_part'"),
+    (None, _set("epoch_part", {"seconds": 1.0}), "'epoch_part'"),
 ])
 def test_damaged_checkpoints_are_refused_before_anything_loads(tmp_path, arrays, meta, match):
     t, cfg, data = _trained(tmp_path)
