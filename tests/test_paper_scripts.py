@@ -236,3 +236,41 @@ def test_bench_late_state_reads_a_run_and_compares_it_with_a_fresh_start(tmp_pat
     assert (run / "checkpoint.npz").read_bytes() == before  # read, never written
     with pytest.raises(SystemExit):
         bench_late_state.main([str(tmp_path / "nowhere")])
+
+
+def _timing():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import _timing
+
+    return _timing
+
+
+def test_paired_flips_the_order_each_round_and_takes_medians_of_per_round_ratios(monkeypatch):
+    """A fake clock that each call advances by its own cost: the ratios are exact, and the
+    calls show the order (op first in even rounds, the floors first in odd ones)."""
+    t = _timing()
+    clock, calls = [0.0], []
+
+    def step(name, cost):
+        def f():
+            calls.append(name)
+            clock[0] += cost
+        return f
+
+    monkeypatch.setattr(t.time, "perf_counter", lambda: clock[0])
+    r = t.paired(step("op", 3.0), step("floor", 2.0), pairs=4, sync=lambda: None, warmup=1,
+                 alt=step("alt", 6.0))
+    assert calls[:3] == ["op", "floor", "alt"]  # the warm-up
+    assert calls[3:] == ["op", "floor", "alt", "alt", "floor", "op"] * 2
+    assert (r["ratio"], r["ratio_alt"], r["op_ms"], r["floor_ms"], r["alt_ms"]) == \
+        (1.5, 0.5, 3000.0, 2000.0, 6000.0)
+    assert "ratio_alt" not in t.paired(step("op", 1.0), step("floor", 1.0), 2, lambda: None)
+
+
+def test_speed_benchmarks_refuse_fewer_pairs_than_the_issue_asks(capsys):
+    ap = _timing().bench_parser("doc", 11)
+    with pytest.raises(SystemExit):
+        ap.parse_args(["--pairs", "10"])
+    assert "at least 11" in capsys.readouterr().err
+    assert ap.parse_args(["--pairs", "5", "--quick"]).quick
+    assert ap.parse_args([]).pairs == 11

@@ -114,7 +114,7 @@ def estimator_speed(model, x, y, batch, steps, xp) -> dict[str, float]:
     from minivd.optim import Adam
 
     out = {}
-    rng = make_rng(0, xp)
+    rng, bounds = make_rng(0, xp), model.bounds()
     for sampler in ESTIMATORS:
         set_sampler(model, sampler)
         opt, host = Adam(1e-9), np.random.default_rng(0)  # tiny lr: the net stays as it is
@@ -124,7 +124,7 @@ def estimator_speed(model, x, y, batch, steps, xp) -> dict[str, float]:
             xb, yb = xp.asarray(x[idx]), xp.asarray(y[idx])
             t0 = time.perf_counter()
             model.loss_and_grads(xb, yb, rng=rng, kl_scale=1 / len(x))
-            opt.step(model.parameters())
+            opt.step(model.parameters(), bounds=bounds)  # projected, as training steps
             if xp.__name__.startswith("cupy"):
                 xp.cuda.Stream.null.synchronize()
             ts.append(time.perf_counter() - t0)
