@@ -4,12 +4,14 @@ Per-weight α on every layer, batch 100, Adam: the paper's largest fully connect
 on the real MNIST images when they are cached (random images of the same shape otherwise:
 the cost does not depend on the pixel values).
 
-**The epoch** is measured: one whole epoch of 500 steps run by the trainer itself
-(:meth:`minivd.train.Trainer.train_epoch`: batches gathered and copied to the device, forward,
-backward, KL gradient, Adam with the projection of ``log α ≤ 0`` folded in, the progress line
-with its KL value every 2 s), exactly the "s of training steps" that ``python -m minivd train``
-prints per epoch. The validation pass that follows each epoch in training is timed and printed
-on its own.
+**The epoch** is measured: the first epoch of a fresh model, 500 steps run by the trainer
+itself (:meth:`minivd.train.Trainer.train_epoch`: batches gathered and copied to the device,
+forward, backward, KL gradient, Adam with the projection of ``log α ≤ 0`` folded in, the
+progress line with its KL value every 2 s), the "s of training steps" that ``python -m minivd
+train`` prints per epoch. It runs after the split below, so on CuPy every kernel it needs is
+compiled by then (the KL value's too: one ``kl()`` call first); the Adam moments are allocated
+in its first step. Late-training effects (subnormal moments) are ``bench_late_state.py``'s.
+The validation pass that follows each epoch in training is timed and printed on its own.
 
 **The split** times ``--steps`` steps (median) and, in separate passes in the same run, their
 parts:
@@ -73,6 +75,7 @@ def measured_epoch(data: Dataset, backend: str) -> tuple[float, float]:
         cfg = TrainConfig(dataset="mnist", model="mlp", width=WIDTHS[1], depth=3, method="vd-b",
                           epochs=1, batch=BATCH, backend=backend)
         trainer = Trainer(cfg, data, out, log=io.StringIO())
+        trainer.model.kl()  # the progress line's KL value: compiled before the clock (CuPy)
         steps = trainer.train_epoch()
         t0 = time.perf_counter()
         trainer.evaluate(data.x_valid, data.y_valid)
@@ -143,8 +146,9 @@ def main(argv=None) -> None:
     print(f"bench_train: MLP {'-'.join(map(str, WIDTHS))}, vd-b (α per weight), batch {BATCH}, "
           f"Adam, {n_params / 1e6:.2f} M parameters; {source}; backend={args.backend} "
           f"device={device} cpus={os.cpu_count()}")
-    print(f"  epoch, measured: {epoch:6.1f} s of training steps ({STEPS_PER_EPOCH} steps, run by "
-          f"the trainer; its validation pass: {valid:.1f} s more)")
+    print(f"  epoch, measured: {epoch:6.1f} s of training steps (the first epoch of a fresh "
+          f"model, {STEPS_PER_EPOCH} steps run by the trainer; its validation pass: {valid:.1f} s "
+          "more)")
     print(f"  split, median of {args.steps} steps: step {1e3 * t_step:7.2f} ms  (x "
           f"{STEPS_PER_EPOCH} = {t_step * STEPS_PER_EPOCH:.1f} s)")
     for k, v in parts.items():

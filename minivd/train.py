@@ -148,6 +148,10 @@ class Trainer:
         self.epoch_start_state = meta["epoch_start_state"]
         self.history = meta["history"]
         self.epoch_part = meta.get("epoch_part", {"seconds": 0.0, "ce_sum": 0.0, "ce_count": 0})
+        if "epoch_part" not in meta and self.batch_index:
+            print(f"note: {path} predates the record of a stopped epoch's steps so far: epoch "
+                  f"{self.epoch + 1} will report only its steps after this resume",
+                  file=self.log)
         if meta["noise_state"] is not None and backend_name(self.xp) == "numpy":
             self.noise_rng.bit_generator.state = meta["noise_state"]
         else:  # a stream of its own (from seed and step), not a replay of the first epoch's

@@ -71,12 +71,37 @@ def test_table1_refuses_a_folder_it_cannot_continue(tmp_path):
         _tiny_table1(tmp_path, "r", "--epochs", "1", "3")
     with pytest.raises(SystemExit, match="measured with"):  # other K: not the same estimate
         _tiny_table1(tmp_path, "r", "--epochs", "2", "--k", "4")
-    from minivd.checkpoint import CheckpointError
-
-    with pytest.raises(CheckpointError, match="width"):  # another net in the same folder
+    with pytest.raises(SystemExit, match="choose another --out"):  # another net, same folder
         table1.main(["--data-file", str(tmp_path / "blobs.npz"), "--width", "9", "--k", "3",
                      "--m", "60", "--speed-steps", "0", "--epochs", "3",
                      "--out", str(tmp_path / "r")])
+    (tmp_path / "r" / "measured.json").write_text("{")
+    with pytest.raises(SystemExit, match="cannot be read"):
+        _tiny_table1(tmp_path, "r", "--epochs", "2")
+    (tmp_path / "r" / "checkpoint.npz").unlink()  # values no checkpoint ties to a net
+    with pytest.raises(SystemExit, match="no checkpoint beside it"):
+        _tiny_table1(tmp_path, "r", "--epochs", "2")
+
+
+def test_table1_keeps_every_measured_epoch_and_refuses_a_net_past_one(tmp_path):
+    from minivd.checkpoint import load_checkpoint, save_checkpoint
+
+    _tiny_table1(tmp_path, "r", "--epochs", "1", "2")
+    r = _tiny_table1(tmp_path, "r", "--epochs", "3")  # a later epoch only
+    assert list(r["epochs"]) == ["3"]
+    stored = json.loads((tmp_path / "r" / "measured.json").read_text())
+    assert list(stored["epochs"]) == ["1", "2", "3"]  # 1 and 2 are not dropped
+
+    _tiny_table1(tmp_path, "p", "--epochs", "3")
+    ckpt = tmp_path / "p" / "checkpoint.npz"
+    arrays, meta = load_checkpoint(ckpt)  # the state of a run stopped 2 steps into epoch 3
+    steps = meta["step"] // meta["epoch"]
+    assert steps > 2
+    meta.update(epoch=2, batch_index=2, step=2 * steps + 2, opt_t=2 * steps + 2)
+    save_checkpoint(ckpt, arrays, meta)
+    (tmp_path / "p" / "measured.json").unlink()
+    with pytest.raises(SystemExit, match="past epoch"):  # that net is not the epoch-2 net
+        _tiny_table1(tmp_path, "p", "--epochs", "2", "3")
 
 
 @pytest.mark.slow
@@ -257,13 +282,22 @@ def test_paired_flips_the_order_each_round_and_takes_medians_of_per_round_ratios
             clock[0] += cost
         return f
 
+    def costs(name, *values):  # the n-th call costs values[n] (the warm-up call first)
+        it = iter(values)
+
+        def f():
+            calls.append(name)
+            clock[0] += next(it)
+        return f
+
     monkeypatch.setattr(t.time, "perf_counter", lambda: clock[0])
-    r = t.paired(step("op", 3.0), step("floor", 2.0), pairs=4, sync=lambda: None, warmup=1,
-                 alt=step("alt", 6.0))
+    r = t.paired(costs("op", 9, 3, 3, 30, 3), costs("floor", 9, 1, 2, 3, 4), pairs=4,
+                 sync=lambda: None, warmup=1, alt=costs("alt", 9, 6, 6, 6, 6))
     assert calls[:3] == ["op", "floor", "alt"]  # the warm-up
     assert calls[3:] == ["op", "floor", "alt", "alt", "floor", "op"] * 2
+    # per-round ratios 3, 1.5, 10, 0.75: median 2.25 (a ratio of medians would be 3/2.5)
     assert (r["ratio"], r["ratio_alt"], r["op_ms"], r["floor_ms"], r["alt_ms"]) == \
-        (1.5, 0.5, 3000.0, 2000.0, 6000.0)
+        (2.25, 0.5, 3000.0, 2500.0, 6000.0)
     assert "ratio_alt" not in t.paired(step("op", 1.0), step("floor", 1.0), 2, lambda: None)
 
 

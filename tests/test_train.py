@@ -5,7 +5,7 @@ import hashlib
 import numpy as np
 import pytest
 
-from minivd.checkpoint import CheckpointError
+from minivd.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from minivd.data import Dataset
 from minivd.model import METHODS, build_model
 from minivd.optim import Adam, ParameterAverage, linear_decay_lr
@@ -152,8 +152,11 @@ def test_resume_equals_uninterrupted(tmp_path, method):
     run.opt.step = step_then_maybe_stop
     with pytest.raises(KeyboardInterrupt):
         run.fit()
-    assert run.epoch == 1 and run.batch_index == 4
-    before = run.epoch_part["seconds"]  # epoch 2's 4 steps before the stop
+    assert run.epoch == 1 and run.batch_index == 4 and run.epoch_part["seconds"] > 0
+    # epoch 2's 4 steps before the stop, made to stand out (1000 s) in the checkpoint
+    arrays, meta = load_checkpoint(run.checkpoint_path)
+    meta["epoch_part"]["seconds"] = before = 1000.0
+    save_checkpoint(run.checkpoint_path, arrays, meta)
     resumed = quiet_trainer(cfg, data, tmp_path / "b")
     resumed.resume()
     resumed.fit()
@@ -164,14 +167,12 @@ def test_resume_equals_uninterrupted(tmp_path, method):
     for h, r in zip(straight.history, resumed.history):
         assert {k: v for k, v in h.items() if k != "seconds"} == \
             {k: v for k, v in r.items() if k != "seconds"}
-    assert resumed.history[1]["seconds"] > before > 0
+    assert resumed.history[1]["seconds"] > before  # the 1000 s carried over, plus 6 steps
 
 
 def test_a_mid_epoch_checkpoint_from_before_epoch_part_still_resumes(tmp_path):
     """Checkpoints written before the epoch's partial totals were recorded resume (that
     epoch then reports only its steps after the resume) and save again resumable."""
-    from minivd.checkpoint import load_checkpoint, save_checkpoint
-
     data = xor_data(n=500)
     cfg = TrainConfig(dataset="xor", width=16, depth=1, method="vd-b", epochs=2, batch=50)
     run = quiet_trainer(cfg, data, tmp_path)
@@ -191,6 +192,7 @@ def test_a_mid_epoch_checkpoint_from_before_epoch_part_still_resumes(tmp_path):
     old = quiet_trainer(cfg, data, tmp_path)
     old.resume()
     assert old.epoch_part["ce_count"] == 0 and old.batch_index == run.batch_index > 0
+    assert "will report only its steps after this resume" in old.log.getvalue()
     old.cfg.epochs = 3
     old.fit()
     again = quiet_trainer(cfg, data, tmp_path)

@@ -16,7 +16,8 @@ A run keeps its state in ``--out`` (by default ``runs/table1/wWIDTH_sSEED[_nLIMI
 training checkpoint (every epoch, and on Ctrl-C or SIGTERM) and ``measured.json``, the
 variances measured so far. The same command run again continues from there (bit-for-bit on
 NumPy): it trains on from the checkpoint and measures only the epochs not yet measured. It
-refuses a folder whose checkpoint or measurements were made with other settings.
+refuses a folder whose checkpoint or measurements were made with other settings (the net's
+width, training slice and data are recorded with the measurements too).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import minivd  # noqa: F401  # isort: skip  (before NumPy: minivd/__init__ expla
 import numpy as np
 
 from minivd import make_rng, resolve_backend, to_numpy
-from minivd.checkpoint import write_json
+from minivd.checkpoint import CheckpointError, write_json
 from minivd.functional import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from minivd.layers import VariationalDense
 from minivd.train import TrainConfig, Trainer
@@ -184,36 +185,51 @@ def parse(argv=None) -> argparse.Namespace:
     return args
 
 
-def measure_settings(args: argparse.Namespace) -> dict:
-    """What a stored measurement depends on besides the trained net (the checkpoint checks
-    the net's own settings)."""
-    return {"k": args.k, "m": args.m, "seed": args.seed, "backend": args.backend}
+def measure_settings(args: argparse.Namespace, trainer: Trainer) -> dict:
+    """What a stored measurement depends on: the estimate's own settings and the net's (so a
+    ``measured.json`` cannot be reused for another net, even beside another checkpoint)."""
+    return {"k": args.k, "m": args.m, "seed": args.seed, "backend": args.backend,
+            "width": args.width, "train_limit": args.train_limit, "data": trainer.data_id}
 
 
 def resume(trainer: Trainer, args: argparse.Namespace) -> dict:
-    """Continue a run stopped earlier: load ``--out``'s checkpoint and return the variances
-    already measured (``{}`` for a new run). Raises SystemExit, naming the fix, when the
-    folder's measurements were made with other settings or an epoch to measure has already
-    been trained past without being measured."""
-    measured_path = args.out / "measured.json"
+    """Continue a run stopped earlier: load ``--out``'s checkpoint and return every variance
+    stored in its ``measured.json`` (``{}`` for a new run), also of epochs not in ``--epochs``.
+
+    Raises SystemExit, naming the fix, when the folder was made with other settings (its
+    checkpoint or its measurements), when ``measured.json`` is damaged or has no checkpoint
+    beside it, or when an epoch to measure has been trained past (also by part of the next
+    epoch) without being measured."""
+    path, ckpt = args.out / "measured.json", trainer.checkpoint_path
     done: dict = {}
-    if measured_path.exists():
-        stored = json.loads(measured_path.read_text())
-        if stored.get("settings") != measure_settings(args):
-            raise SystemExit(f"table1.py: {measured_path} was measured with "
-                             f"{stored.get('settings')}, not {measure_settings(args)}: "
-                             "choose another --out")
-        done = stored["epochs"]
-    if trainer.checkpoint_path.exists():
-        trainer.resume()  # refuses a checkpoint trained with other settings
-        print(f"resuming after epoch {trainer.epoch} from {trainer.checkpoint_path}"
+    if path.exists():
+        if not ckpt.exists():
+            raise SystemExit(f"table1.py: {path} has no checkpoint beside it, so nothing ties "
+                             "its values to a net: remove it, or choose another --out")
+        try:
+            stored = json.loads(path.read_text())
+            settings, done = stored["settings"], dict(stored["epochs"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"table1.py: {path} cannot be read ({type(exc).__name__}: {exc}): "
+                             "remove it (the checkpoint stays) or choose another --out") from None
+        if settings != measure_settings(args, trainer):
+            raise SystemExit(f"table1.py: {path} was measured with {settings}, not "
+                             f"{measure_settings(args, trainer)}: choose another --out")
+    if ckpt.exists():
+        try:
+            trainer.resume()  # refuses a checkpoint trained with other settings
+        except CheckpointError as exc:
+            raise SystemExit(f"table1.py: {exc}: choose another --out") from None
+        print(f"resuming after epoch {trainer.epoch}, batch {trainer.batch_index} from {ckpt}"
               + (f" (measured: epochs {', '.join(done)})" if done else ""), flush=True)
-    missed = [e for e in args.epochs if e < trainer.epoch and str(e) not in done]
+    past = trainer.epoch + (1 if trainer.batch_index else 0)  # epochs begun or done
+    missed = [e for e in args.epochs if e < past and str(e) not in done]
     if missed:
         raise SystemExit(f"table1.py: the checkpoint in {args.out} is at epoch {trainer.epoch}, "
-                         f"past epoch(s) {missed}, which were never measured: leave them out "
-                         "of --epochs, or start a new run with another --out")
-    return {str(e): done[str(e)] for e in args.epochs if str(e) in done}
+                         f"batch {trainer.batch_index}, past epoch(s) {missed}, which were never "
+                         "measured: leave them out of --epochs, or start a new run with another "
+                         "--out")
+    return done
 
 
 def main(argv=None) -> dict:
@@ -232,7 +248,8 @@ def main(argv=None) -> dict:
                       train_limit=args.train_limit)
     trainer = Trainer(cfg, data, args.out, log=io.StringIO())
     x, y = trainer.x, trainer.y
-    results, t_start = resume(trainer, args), time.perf_counter()
+    done, t_start = resume(trainer, args), time.perf_counter()
+    results = {str(e): done[str(e)] for e in args.epochs if str(e) in done}
     resumed_from = trainer.epoch
 
     def progress(t: Trainer) -> None:
@@ -251,15 +268,23 @@ def main(argv=None) -> dict:
                              f"{args.out}; the same command continues") from None
         print(f"trained to epoch {e} (valid error "
               f"{100 * trainer.history[-1]['valid_error']:.2f}%), measuring...", flush=True)
-        results[str(e)] = {"top": {}, "bottom": {}}
-        for est in ESTIMATORS:
-            v = gradient_variance(trainer.model, x, y, est, args.k, args.m, args.seed + 7, xp)
-            for w in ("top", "bottom"):
-                results[str(e)][w][est] = v[w]
+        cell: dict = {"top": {}, "bottom": {}}
+        try:
+            for est in ESTIMATORS:
+                v = gradient_variance(trainer.model, x, y, est, args.k, args.m, args.seed + 7,
+                                      xp)
+                for w in ("top", "bottom"):
+                    cell[w][est] = v[w]
+        except KeyboardInterrupt:
+            raise SystemExit(f"interrupted while measuring epoch {e}: its checkpoint is kept in "
+                             f"{args.out}; the same command measures it again") from None
         set_sampler(trainer.model, "lrt")
-        # after every measured epoch, so an interrupted run keeps what it has
+        results[str(e)] = done[str(e)] = cell
+        # after every measured epoch, so an interrupted run keeps what it has (and every
+        # epoch measured before, also those not in this run's --epochs)
         write_json(args.out / "measured.json",
-                   {"settings": measure_settings(args), "epochs": results})
+                   {"settings": measure_settings(args, trainer),
+                    "epochs": {k: done[k] for k in sorted(done, key=int)}})
         if args.json:
             write_json(args.json, {"epochs": results, "partial": True})
     results = {str(e): results[str(e)] for e in args.epochs}
@@ -272,8 +297,9 @@ def main(argv=None) -> dict:
     if args.speed_steps:
         report["seconds_per_epoch"] = estimator_speed(trainer.model, x, y, 100,
                                                       args.speed_steps, xp)
-        print(f"seconds per {EPOCH_EXAMPLES:,}-example epoch (batch 100; timed over "
-              f"{args.speed_steps} steps, extrapolated): " + ", ".join(
+        report["speed_at_epoch"] = trainer.epoch
+        print(f"seconds per {EPOCH_EXAMPLES:,}-example epoch (batch 100; the net at epoch "
+              f"{trainer.epoch}; timed over {args.speed_steps} steps, extrapolated): " + ", ".join(
                   f"{k} {v:.1f}" for k, v in report["seconds_per_epoch"].items()))
     if args.json:
         write_json(args.json, report)
