@@ -22,7 +22,8 @@ def paired(op: Callable[[], Any], floor: Callable[[], Any], pairs: int, sync: Ca
     the per-round ratios and of the times.
 
     The order within a round flips every round (op first, then the floors first), so neither
-    side always runs in the other's wake (caches, a BLAS pool just woken or just asleep)."""
+    side always runs in the other's wake (caches, a BLAS pool just woken or just asleep); with
+    an odd number of rounds the op goes first once more than the floors."""
     steps = {"op": op, "floor": floor} if alt is None else {"op": op, "floor": floor, "alt": alt}
     for _ in range(warmup):
         for fn in steps.values():
