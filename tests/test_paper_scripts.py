@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "paper"))
@@ -308,3 +309,55 @@ def test_speed_benchmarks_refuse_fewer_pairs_than_the_issue_asks(capsys):
     assert "at least 11" in capsys.readouterr().err
     assert ap.parse_args(["--pairs", "5", "--quick"]).quick
     assert ap.parse_args([]).pairs == 11
+
+
+def test_table1_estimate_stopped_and_continued_gives_the_same_bits(tmp_path, monkeypatch):
+    """A stop between minibatches saves the estimate in progress; the same call continues it
+    and ends where an uninterrupted one does (NumPy); other settings are refused."""
+    from minivd.model import build_mlp
+
+    r = np.random.default_rng(0)
+    x, y = r.random((300, 12), dtype=np.float32), r.integers(0, 3, 300)
+    model = build_mlp([12, 8, 3], "vd-b", seed=0)
+    args = (model, x, y, "lrt", 6, 40, 5, np)
+    whole = table1.gradient_variance(*args)
+
+    flag, calls, grads = table1.StopFlag(), [0], table1.minibatch_grads
+
+    def stop_after_two(*a, **k):
+        calls[0] += 1
+        flag.requested = calls[0] == 2
+        return grads(*a, **k)
+
+    monkeypatch.setattr(table1, "minibatch_grads", stop_after_two)
+    state = tmp_path / "measuring.npz"
+    with pytest.raises(KeyboardInterrupt):
+        table1.gradient_variance(*args, state=state, settings={"k": 6}, stop=flag)
+    assert state.exists() and calls[0] == 2
+    with pytest.raises(SystemExit, match="was made with"):
+        table1.gradient_variance(*args, state=state, settings={"k": 7}, stop=flag)
+    flag.requested = False
+    cont = table1.gradient_variance(*args, state=state, settings={"k": 6}, stop=flag)
+    assert calls[0] == 2 + 4  # the refused call ran none; the continued one the other 4
+    assert cont == whole and not state.exists()
+
+
+def test_table1_stopped_while_measuring_keeps_the_estimators_done(tmp_path, monkeypatch):
+    whole = _tiny_table1(tmp_path, "whole", "--epochs", "1")
+    real, seen = table1.gradient_variance, []
+
+    def stop_at_the_second(*a, **k):
+        seen.append(a[3])
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(table1, "gradient_variance", stop_at_the_second)
+    with pytest.raises(SystemExit, match="interrupted while measuring epoch 1"):
+        _tiny_table1(tmp_path, "r", "--epochs", "1")
+    stored = json.loads((tmp_path / "r" / "measured.json").read_text())
+    assert list(stored["partial"]["1"]["top"]) == [table1.ESTIMATORS[0]]
+    monkeypatch.setattr(table1, "gradient_variance", real)
+    cont = _tiny_table1(tmp_path, "r", "--epochs", "1")
+    assert cont["epochs"] == whole["epochs"]
+    assert json.loads((tmp_path / "r" / "measured.json").read_text())["partial"] == {}

@@ -13,9 +13,12 @@ gradient: the estimators' means differ from it).
     python benchmarks/paper/table1.py --width 1000 --epochs 10 100 --json table1.json
 
 A run keeps its state in ``--out`` (by default ``runs/table1/wWIDTH_sSEED[_nLIMIT]``): the
-training checkpoint (every epoch, and on Ctrl-C or SIGTERM) and ``measured.json``, the
-variances measured so far. The same command run again continues from there (bit-for-bit on
-NumPy): it trains on from the checkpoint and measures only the epochs not yet measured. It
+training checkpoint (every epoch, and on Ctrl-C or SIGTERM), ``measured.json`` (the variances
+measured so far, also of the estimators done at an epoch still being measured) and, while an
+estimate runs, its sums so far (``measuring_eEPOCH_ESTIMATOR.npz``: every minute, and on
+Ctrl-C or SIGTERM after the minibatch in progress; at width 1000 the per-example estimate
+alone takes over an hour on a CPU). The same command run again continues from there
+(bit-for-bit on NumPy): it trains on from the checkpoint and measures only what is missing. It
 refuses a folder whose checkpoint or measurements were made with other settings (the net's
 width, training slice and data are recorded with the measurements too).
 """
@@ -39,6 +42,9 @@ from minivd.functional import softmax_cross_entropy_backward, softmax_cross_entr
 from minivd.layers import VariationalDense
 from minivd.train import TrainConfig, Trainer
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _resumable import StopFlag, load_measuring, save_measuring, stop_on_signals  # noqa: E402
+
 ESTIMATORS = ("lrt", "per_example_weights", "shared_weights", "mean")
 PAPER = {  # K15 arXiv v1 Table 1 (PAPER.md §6)
     "10": {"top": {"lrt": 7.8e3, "per_example_weights": 1.4e4, "shared_weights": 4.9e4,
@@ -52,6 +58,7 @@ PAPER = {  # K15 arXiv v1 Table 1 (PAPER.md §6)
 }
 EPOCH_EXAMPLES = 50_000  # estimator speed is per epoch of MNIST's full training set
 PER_EXAMPLE_CHUNK = 50  # examples per pass of the per-example estimator (noise: M·D_in·D_out)
+SAVE_EVERY = 60.0  # seconds between saves of an estimate in progress
 
 
 def set_sampler(model, sampler: str) -> list[VariationalDense]:
@@ -83,28 +90,56 @@ def minibatch_grads(model, xb, yb, rng, sampler: str, xp) -> list:
     return total
 
 
-def gradient_variance(model, x, y, sampler, k, m, seed, xp) -> dict[str, float]:
-    """Mean over elements of the unbiased variance of K minibatch gradients (bottom, top)."""
+def gradient_variance(model, x, y, sampler, k, m, seed, xp, state: Path | None = None,
+                      settings: dict | None = None, stop: StopFlag | None = None
+                      ) -> dict[str, float]:
+    """Mean over elements of the unbiased variance of K minibatch gradients (bottom, top).
+
+    With ``state`` (a file), the estimate in progress (minibatches done, the shifted sums,
+    the generators' states, ``settings``) is saved there every ``SAVE_EVERY`` seconds and when
+    ``stop`` is set (then KeyboardInterrupt is raised), and a saved one is continued: bit for
+    bit on NumPy; on CuPy, whose generator state cannot be saved, with a fresh noise stream.
+    The file is removed once the estimate is complete.
+    """
     host = np.random.default_rng(seed)
     rng = make_rng(seed + 1, xp)
-    sums, sumsq, shift = None, None, None
-    for _ in range(k):
+    j, acc = 0, None  # minibatches done; (shift, sums, sumsq), each [bottom, top]
+    if state is not None and state.exists():
+        j, acc, host_state, noise_state = load_measuring(state, settings, xp)
+        host.bit_generator.state = host_state
+        if noise_state is not None and xp is np:
+            rng.bit_generator.state = noise_state
+        else:
+            rng = make_rng(int(np.random.SeedSequence([seed + 1, j]).generate_state(1)[0]), xp)
+        print(f"continuing {sampler} from minibatch {j + 1} of {k} ({state})", flush=True)
+    last_save = time.perf_counter()
+    while j < k:
         idx = host.integers(0, len(x), m)
         xb, yb = xp.asarray(x[idx]), xp.asarray(y[idx])
         g = minibatch_grads(model, xb, yb, rng, sampler, xp)
         g = [g[0].astype(xp.float64), g[-1].astype(xp.float64)]  # bottom, top
-        if shift is None:  # shifted sums: no cancellation in float64
-            shift = [a.copy() for a in g]
-            sums = [xp.zeros_like(a) for a in g]
-            sumsq = [xp.zeros_like(a) for a in g]
+        if acc is None:  # shifted sums: no cancellation in float64
+            acc = ([a.copy() for a in g], [xp.zeros_like(a) for a in g],
+                   [xp.zeros_like(a) for a in g])
+        shift, sums, sumsq = acc
         for i, a in enumerate(g):
             d = a - shift[i]
             sums[i] += d
             sumsq[i] += d * d
+        j += 1
+        stopping = stop is not None and stop.requested
+        if state is not None and j < k and (
+                stopping or time.perf_counter() - last_save > SAVE_EVERY):
+            save_measuring(state, settings, j, acc, host, rng, xp)
+            last_save = time.perf_counter()
+        if stopping:
+            raise KeyboardInterrupt
     out = {}
-    for name, s, q in zip(("bottom", "top"), sums, sumsq):
-        var = (q - s * s / k) / (k - 1)
+    for name, s_, q in zip(("bottom", "top"), acc[1], acc[2]):
+        var = (q - s_ * s_ / k) / (k - 1)
         out[name] = float(to_numpy(var.mean()))
+    if state is not None:
+        state.unlink(missing_ok=True)
     return out
 
 
@@ -192,9 +227,10 @@ def measure_settings(args: argparse.Namespace, trainer: Trainer) -> dict:
             "width": args.width, "train_limit": args.train_limit, "data": trainer.data_id}
 
 
-def resume(trainer: Trainer, args: argparse.Namespace) -> dict:
+def resume(trainer: Trainer, args: argparse.Namespace) -> tuple[dict, dict]:
     """Continue a run stopped earlier: load ``--out``'s checkpoint and return every variance
-    stored in its ``measured.json`` (``{}`` for a new run), also of epochs not in ``--epochs``.
+    stored in its ``measured.json``, also of epochs not in ``--epochs``, and those of the
+    estimators already done for an epoch still being measured (``{}, {}`` for a new run).
 
     Raises SystemExit, naming the fix, when the folder was made with other settings (its
     checkpoint or its measurements), when ``measured.json`` is damaged or has no checkpoint
@@ -202,6 +238,7 @@ def resume(trainer: Trainer, args: argparse.Namespace) -> dict:
     epoch) without being measured."""
     path, ckpt = args.out / "measured.json", trainer.checkpoint_path
     done: dict = {}
+    partial: dict = {}
     if path.exists():
         if not ckpt.exists():
             raise SystemExit(f"table1.py: {path} has no checkpoint beside it, so nothing ties "
@@ -209,6 +246,7 @@ def resume(trainer: Trainer, args: argparse.Namespace) -> dict:
         try:
             stored = json.loads(path.read_text())
             settings, done = stored["settings"], dict(stored["epochs"])
+            partial = dict(stored.get("partial", {}))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise SystemExit(f"table1.py: {path} cannot be read ({type(exc).__name__}: {exc}): "
                              "remove it (the checkpoint stays) or choose another --out") from None
@@ -229,7 +267,7 @@ def resume(trainer: Trainer, args: argparse.Namespace) -> dict:
                          f"batch {trainer.batch_index}, past epoch(s) {missed}, which were never "
                          "measured: leave them out of --epochs, or start a new run with another "
                          "--out")
-    return done
+    return done, partial
 
 
 def main(argv=None) -> dict:
@@ -248,7 +286,7 @@ def main(argv=None) -> dict:
                       train_limit=args.train_limit)
     trainer = Trainer(cfg, data, args.out, log=io.StringIO())
     x, y = trainer.x, trainer.y
-    done, t_start = resume(trainer, args), time.perf_counter()
+    (done, partial), t_start = resume(trainer, args), time.perf_counter()
     results = {str(e): done[str(e)] for e in args.epochs if str(e) in done}
     resumed_from = trainer.epoch
 
@@ -268,23 +306,37 @@ def main(argv=None) -> dict:
                              f"{args.out}; the same command continues") from None
         print(f"trained to epoch {e} (valid error "
               f"{100 * trainer.history[-1]['valid_error']:.2f}%), measuring...", flush=True)
-        cell: dict = {"top": {}, "bottom": {}}
-        try:
+        # the estimators already measured at this epoch (a run stopped while measuring)
+        cell: dict = partial.get(str(e), {"top": {}, "bottom": {}})
+        flag = StopFlag()
+        with stop_on_signals(flag):
             for est in ESTIMATORS:
-                v = gradient_variance(trainer.model, x, y, est, args.k, args.m, args.seed + 7,
-                                      xp)
+                if est in cell["top"]:
+                    continue
+                settings = {**measure_settings(args, trainer), "epoch": e, "estimator": est}
+                try:
+                    v = gradient_variance(trainer.model, x, y, est, args.k, args.m,
+                                          args.seed + 7, xp, stop=flag, settings=settings,
+                                          state=args.out / f"measuring_e{e}_{est}.npz")
+                except KeyboardInterrupt:
+                    raise SystemExit(f"interrupted while measuring epoch {e} ({est}): its "
+                                     f"state is saved in {args.out}; the same command "
+                                     "continues") from None
                 for w in ("top", "bottom"):
                     cell[w][est] = v[w]
-        except KeyboardInterrupt:
-            raise SystemExit(f"interrupted while measuring epoch {e}: its checkpoint is kept in "
-                             f"{args.out}; the same command measures it again") from None
+                partial[str(e)] = cell
+                if len(cell["top"]) == len(ESTIMATORS):
+                    del partial[str(e)]
+                    results[str(e)] = done[str(e)] = cell
+                # after every estimate, so a stopped run keeps what it has (and every epoch
+                # measured before, also those not in this run's --epochs)
+                write_json(args.out / "measured.json", {
+                    "settings": measure_settings(args, trainer),
+                    "epochs": {k: done[k] for k in sorted(done, key=int)}, "partial": partial})
+                if flag.requested:  # a signal between two estimates
+                    raise SystemExit(f"interrupted while measuring epoch {e}: the same "
+                                     "command continues")
         set_sampler(trainer.model, "lrt")
-        results[str(e)] = done[str(e)] = cell
-        # after every measured epoch, so an interrupted run keeps what it has (and every
-        # epoch measured before, also those not in this run's --epochs)
-        write_json(args.out / "measured.json",
-                   {"settings": measure_settings(args, trainer),
-                    "epochs": {k: done[k] for k in sorted(done, key=int)}})
         if args.json:
             write_json(args.json, {"epochs": results, "partial": True})
     results = {str(e): results[str(e)] for e in args.epochs}

@@ -1,0 +1,67 @@
+"""Table 1's estimates that survive a stop: the signal flag checked between minibatches, and
+the saved state of an estimate in progress (used by :mod:`table1`)."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from pathlib import Path
+
+from minivd.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+__all__ = ["StopFlag", "stop_on_signals", "save_measuring", "load_measuring"]
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM while measuring (:func:`stop_on_signals`); checked between
+    minibatches, so a stop never leaves the sums half-updated."""
+
+    requested = False
+
+
+@contextlib.contextmanager
+def stop_on_signals(flag: StopFlag):
+    """Route SIGINT and SIGTERM to ``flag`` (main thread only; elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame) -> None:
+        flag.requested = True
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+def save_measuring(path: Path, settings: dict | None, j: int, acc: tuple, host, rng,
+                   xp) -> None:
+    """Save an estimate after ``j`` minibatches: its sums, the generators' states (the noise
+    generator's on NumPy only) and ``settings``, atomically."""
+    arrays = {f"{part}/{i}": a for part, arrs in zip(("shift", "sums", "sumsq"), acc)
+              for i, a in enumerate(arrs)}
+    meta = {"settings": settings, "done": j, "host_state": host.bit_generator.state,
+            "noise_state": rng.bit_generator.state if xp.__name__ == "numpy" else None}
+    save_checkpoint(path, arrays, meta)
+
+
+def load_measuring(path: Path, settings: dict | None, xp) -> tuple:
+    """``(minibatches done, (shift, sums, sumsq), host state, noise state)`` of a saved
+    estimate; SystemExit, naming the fix, for one made with other settings or damaged."""
+    try:
+        arrays, meta = load_checkpoint(path)
+        acc = tuple([xp.asarray(arrays[f"{part}/{i}"]) for i in (0, 1)]
+                    for part in ("shift", "sums", "sumsq"))
+        j, host_state, noise_state = meta["done"], meta["host_state"], meta["noise_state"]
+        saved = meta["settings"]
+    except (CheckpointError, KeyError, TypeError, ValueError) as exc:
+        raise SystemExit(f"table1.py: {path} cannot be read ({type(exc).__name__}: {exc}): "
+                         "remove it (that estimate starts again)") from None
+    if saved != settings:
+        raise SystemExit(f"table1.py: {path} was made with {saved}, not {settings}: remove it "
+                         "(that estimate starts again) or choose another --out")
+    return j, acc, host_state, noise_state
