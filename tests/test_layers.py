@@ -120,7 +120,7 @@ def test_backward_with_kl_equals_backward_then_kl_backward(xp, sampler, param, m
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_need_dx_false_skips_only_dx(xp, sampler):
     """What models ask of their first layer: the same parameter gradients, and no ``dx`` from
-    the LRT ops (the other samplers still return it)."""
+    the ops that can skip it (every dense sampler; of the conv ones, LRT only)."""
     from minivd.layers import VariationalConv2D
 
     r = np.random.default_rng(1)
@@ -134,9 +134,28 @@ def test_need_dx_false_skips_only_dx(xp, sampler):
             dout = on(xp, np.random.default_rng(4).standard_normal(out.shape), "float32")
             dxs.append(layer.backward_with_kl(dout, 0.1, need_dx=need_dx))
             grads.append({k: to_numpy(v).copy() for k, v in layer.grads.items()})
-        assert dxs[0] is not None and (dxs[1] is None) == (sampler == "lrt")
+        skips = sampler in ("lrt",) or isinstance(layer, VariationalDense)
+        assert dxs[0] is not None and (dxs[1] is None) == skips
         for k in grads[0]:
             np.testing.assert_array_equal(grads[0][k], grads[1][k], k)
+
+
+def test_dense_need_dx_false_skips_only_dx(xp):
+    from minivd.layers import Dense
+
+    layer, r = Dense(7, 3, backend=xp.__name__), np.random.default_rng(2)
+    x = on(xp, r.standard_normal((5, 7)), "float32")
+    dout = on(xp, r.standard_normal((5, 3)), "float32")
+    grads = []
+    for need_dx in (True, False):
+        layer.forward(x)
+        dx = layer.backward_with_kl(dout, 0.1, need_dx=need_dx)
+        assert (dx is None) == (not need_dx)
+        grads.append({k: to_numpy(v).copy() for k, v in layer.grads.items()})
+    for k in grads[0]:
+        np.testing.assert_array_equal(grads[0][k], grads[1][k], k)
+    layer.forward(x)
+    assert layer.backward(dout) is not None  # backward always gives dx
 
 
 def test_training_skips_what_is_below_the_first_layer_with_parameters(monkeypatch):

@@ -71,7 +71,7 @@ def dense_forward(x: Any, w: Any, b: Any = None) -> tuple[Any, DenseCache]:
     return out, DenseCache(x, w, b is not None)
 
 
-def dense_backward(dout: Any, cache: DenseCache) -> DenseGrads:
+def dense_backward(dout: Any, cache: DenseCache, need_dx: bool = True) -> DenseGrads:
     r"""Gradients of the affine map.
 
     Parameters
@@ -80,11 +80,14 @@ def dense_backward(dout: Any, cache: DenseCache) -> DenseGrads:
         :math:`G = \partial L / \partial \text{out}`.
     cache : DenseCache
         From :func:`dense_forward`.
+    need_dx : bool
+        False skips step 1 (one product) and returns ``dx = None`` (a model's first layer).
 
     Returns
     -------
     DenseGrads
-        ``dx (N, D_in)``, ``dw (D_in, D_out)``, ``db (D_out,)`` or None.
+        ``dx (N, D_in)`` (None with ``need_dx=False``), ``dw (D_in, D_out)``, ``db (D_out,)``
+        or None.
 
     Notes
     -----
@@ -98,7 +101,7 @@ def dense_backward(dout: Any, cache: DenseCache) -> DenseGrads:
     """
     x, w, has_bias = cache
     check_upstream("dout", dout, (x.shape[0], w.shape[1]), "(N, D_out)", like=w)
-    dx = dout @ w.T  # step 1
+    dx = dout @ w.T if need_dx else None  # step 1
     dw = x.T @ dout  # step 2
     db = dout.sum(axis=0) if has_bias else None  # step 3
     return DenseGrads(dx, dw, db)

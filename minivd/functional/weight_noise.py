@@ -62,8 +62,9 @@ def shared_weight_dense_forward(
     return out, SharedWeightCache(x, w, std, noise, b is not None)
 
 
-def shared_weight_dense_backward(dout: Any, cache: SharedWeightCache) -> LRTDenseGrads:
-    r"""Gradients of :func:`shared_weight_dense_forward`.
+def shared_weight_dense_backward(dout: Any, cache: SharedWeightCache,
+                                 need_dx: bool = True) -> LRTDenseGrads:
+    r"""Gradients of :func:`shared_weight_dense_forward` (``need_dx=False``: no ``dx``, None).
 
     Notes
     -----
@@ -78,7 +79,7 @@ def shared_weight_dense_backward(dout: Any, cache: SharedWeightCache) -> LRTDens
     """
     x, w, std, noise, has_bias = cache
     check_upstream("dout", dout, (x.shape[0], w.shape[1]), "(N, D_out)", like=w)
-    dx = dout @ w.T  # step 1
+    dx = dout @ w.T if need_dx else None  # step 1
     dw = x.T @ dout
     dw_var = dw * noise  # step 3
     dw_var /= std
@@ -114,8 +115,10 @@ def per_example_dense_forward(
     return out, PerExampleCache(x, w_mean, std, noise, b is not None)
 
 
-def per_example_dense_backward(dout: Any, cache: PerExampleCache) -> LRTDenseGrads:
-    r"""Gradients of :func:`per_example_dense_forward`.
+def per_example_dense_backward(dout: Any, cache: PerExampleCache,
+                               need_dx: bool = True) -> LRTDenseGrads:
+    r"""Gradients of :func:`per_example_dense_forward` (``need_dx=False``: no ``dx``, None;
+    this skips step 1, a product with every example's own weight sample).
 
     Notes
     -----
@@ -132,11 +135,12 @@ def per_example_dense_backward(dout: Any, cache: PerExampleCache) -> LRTDenseGra
     d_out = w_mean.shape[1]
     check_upstream("dout", dout, (n, d_out), "(N, D_out)", like=w_mean)
     xp = get_xp(x, dout)
-    dx = dout @ w_mean.T  # step 1, mean part
+    dx = dout @ w_mean.T if need_dx else None  # step 1, mean part
     dstd = xp.zeros_like(w_mean)
     for sl in _chunks(n, d_in * d_out):
-        z = noise[sl] * std
-        dx[sl] += xp.matmul(z, dout[sl, :, None])[:, :, 0]  # step 1, noise part
+        if need_dx:
+            z = noise[sl] * std
+            dx[sl] += xp.matmul(z, dout[sl, :, None])[:, :, 0]  # step 1, noise part
         outer = x[sl, :, None] * dout[sl, None, :]  # step 3
         outer *= noise[sl]
         dstd += outer.sum(axis=0)

@@ -49,7 +49,8 @@ class Layer:
         ``backward(dout)`` then ``kl_backward(scale)``, the same gradients; a layer may fuse
         the two (the variational layers share their weight-sized passes). Models call this,
         with ``need_dx=False`` for their first layer with parameters: a layer may then skip
-        ``dx`` and return None (the variational layers do with ``sampler="lrt"``).
+        ``dx`` and return None (``Dense`` and ``VariationalDense`` with every sampler do,
+        ``VariationalConv2D`` with ``sampler="lrt"``).
     ``bounds() -> {key: (lo, hi)}``
         The range of each constrained parameter (K15's ``log α ≤ 0`` is ``(None, 0.0)``;
         ``None``: unbounded on that side); empty for unconstrained layers. Optimisers take

@@ -52,7 +52,11 @@ class Dense(Layer):
         return out
 
     def backward(self, dout: Any) -> Any:
-        g = dense_backward(dout, self._need_cache())
+        return self.backward_with_kl(dout, 0.0)
+
+    def backward_with_kl(self, dout: Any, scale: float, need_dx: bool = True) -> Any:
+        """``backward`` (there is no KL); ``need_dx=False`` skips ``dx`` and returns None."""
+        g = dense_backward(dout, self._need_cache(), need_dx=need_dx)
         self.grads["w"] = g.dw
         if "b" in self.params:
             self.grads["b"] = g.db

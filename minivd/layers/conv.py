@@ -122,6 +122,7 @@ class VariationalConv2D(VariationalLayer):
 
     _OPS = _OPS
     _MEAN_BACKWARD = staticmethod(conv2d_backward)
+    _SKIPS_DX = frozenset({"lrt"})
 
     def __init__(
         self, c_in: int, c_out: int, kernel_size: int | tuple[int, int], *, stride: int = 1,

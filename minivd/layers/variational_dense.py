@@ -81,6 +81,7 @@ class VariationalDense(VariationalLayer):
 
     _OPS = _OPS
     _MEAN_BACKWARD = staticmethod(dense_backward)
+    _SKIPS_DX = frozenset({"lrt", "per_example_weights", "shared_weights", "mean"})
 
     def __init__(
         self,

@@ -290,6 +290,7 @@ class VariationalLayer(Layer):
 
     _OPS: dict = {}
     _MEAN_BACKWARD: Any = None
+    _SKIPS_DX: frozenset = frozenset()  # samplers whose backward can skip dx (need_dx=False)
     posterior: WeightPosterior
 
     @property
@@ -314,23 +315,23 @@ class VariationalLayer(Layer):
     def backward_with_kl(self, dout: Any, scale: float, need_dx: bool = True) -> Any:
         """``backward`` and ``kl_backward(scale)``, with the weight-sized passes of the two
         fused into one where the posterior can (see :meth:`WeightPosterior.backward`).
-        ``need_dx=False`` lets the LRT sampler skip the input gradient (and return None)."""
+        ``need_dx=False`` lets the samplers in ``_SKIPS_DX`` skip the input gradient (and
+        return None)."""
         if self._need_cache().sampler == "mean":
-            return super().backward_with_kl(dout, scale, need_dx)
+            dx = self._backward(dout, None, need_dx)
+            self.kl_backward(scale)
+            return dx
         return self._backward(dout, scale, need_dx)
 
     def _backward(self, dout: Any, kl_scale: float | None, need_dx: bool = True) -> Any:
         sampler, op_cache, map_cache = self._need_cache()
+        skip = {"need_dx": False} if not need_dx and sampler in self._SKIPS_DX else {}
         if sampler == "mean":
-            g = type(self)._MEAN_BACKWARD(dout, op_cache)
+            g = type(self)._MEAN_BACKWARD(dout, op_cache, **skip)
             self.grads["theta"] = g.dw
             self.posterior.zero_grads(self.grads)
         else:
-            op_backward = self._OPS[sampler][1]
-            if sampler == "lrt" and not need_dx:  # only the LRT ops can skip dx
-                g = op_backward(dout, op_cache, need_dx=False)
-            else:
-                g = op_backward(dout, op_cache)
+            g = self._OPS[sampler][1](dout, op_cache, **skip)
             self.posterior.backward(g.dw_mean, g.dw_var, map_cache, self.grads, kl_scale)
         if "b" in self.params:
             self.grads["b"] = g.db
