@@ -22,13 +22,19 @@ class StopFlag:
 
 @contextlib.contextmanager
 def stop_on_signals(flag: StopFlag):
-    """Route SIGINT and SIGTERM to ``flag`` (main thread only; elsewhere nothing changes)."""
+    """Route SIGINT and SIGTERM to ``flag`` (main thread only; elsewhere nothing changes).
+    The first signal says so and lets the minibatch in progress finish; a second one stops at
+    once (the last periodic save is kept)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame) -> None:
+        if flag.requested:
+            raise KeyboardInterrupt
         flag.requested = True
+        print(f"{signal.Signals(signum).name}: stopping after the minibatch in progress "
+              "(its state is then saved; signal again to stop now)", flush=True)
 
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -61,6 +67,9 @@ def load_measuring(path: Path, settings: dict | None, xp) -> tuple:
     except (CheckpointError, KeyError, TypeError, ValueError) as exc:
         raise SystemExit(f"table1.py: {path} cannot be read ({type(exc).__name__}: {exc}): "
                          "remove it (that estimate starts again)") from None
+    if isinstance(saved, dict) and "net" not in saved and settings is not None:
+        # written before the net's fingerprint was recorded (session 8's first version)
+        settings = {k: v for k, v in settings.items() if k != "net"}
     if saved != settings:
         raise SystemExit(f"table1.py: {path} was made with {saved}, not {settings}: remove it "
                          "(that estimate starts again) or choose another --out")

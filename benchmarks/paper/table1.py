@@ -26,6 +26,7 @@ width, training slice and data are recorded with the measurements too).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import os
@@ -97,9 +98,10 @@ def gradient_variance(model, x, y, sampler, k, m, seed, xp, state: Path | None =
 
     With ``state`` (a file), the estimate in progress (minibatches done, the shifted sums,
     the generators' states, ``settings``) is saved there every ``SAVE_EVERY`` seconds and when
-    ``stop`` is set (then KeyboardInterrupt is raised), and a saved one is continued: bit for
-    bit on NumPy; on CuPy, whose generator state cannot be saved, with a fresh noise stream.
-    The file is removed once the estimate is complete.
+    ``stop`` is set (then KeyboardInterrupt is raised, unless that was the last minibatch:
+    the estimate is then returned, and the caller stops once it is stored), and a saved one is
+    continued: bit for bit on NumPy; on CuPy, whose generator state cannot be saved, with a
+    fresh noise stream. The caller removes the file once the result is stored.
     """
     host = np.random.default_rng(seed)
     rng = make_rng(seed + 1, xp)
@@ -132,15 +134,24 @@ def gradient_variance(model, x, y, sampler, k, m, seed, xp, state: Path | None =
                 stopping or time.perf_counter() - last_save > SAVE_EVERY):
             save_measuring(state, settings, j, acc, host, rng, xp)
             last_save = time.perf_counter()
-        if stopping:
+        if stopping and j < k:
             raise KeyboardInterrupt
     out = {}
     for name, s_, q in zip(("bottom", "top"), acc[1], acc[2]):
         var = (q - s_ * s_ / k) / (k - 1)
         out[name] = float(to_numpy(var.mean()))
-    if state is not None:
-        state.unlink(missing_ok=True)
     return out
+
+
+def net_fingerprint(model) -> str:
+    """sha256 of the net's parameters (names, dtypes, shapes, bytes): what an estimate in
+    progress was measured on."""
+    h = hashlib.sha256()
+    for name, a in sorted(model.state().items()):
+        a = np.ascontiguousarray(to_numpy(a))
+        h.update(f"{name}{a.dtype.str}{a.shape}".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
 
 
 def estimator_speed(model, x, y, batch, steps, xp) -> dict[str, float]:
@@ -308,16 +319,19 @@ def main(argv=None) -> dict:
               f"{100 * trainer.history[-1]['valid_error']:.2f}%), measuring...", flush=True)
         # the estimators already measured at this epoch (a run stopped while measuring)
         cell: dict = partial.get(str(e), {"top": {}, "bottom": {}})
+        net = net_fingerprint(trainer.model)
         flag = StopFlag()
         with stop_on_signals(flag):
             for est in ESTIMATORS:
                 if est in cell["top"]:
                     continue
-                settings = {**measure_settings(args, trainer), "epoch": e, "estimator": est}
+                settings = {**measure_settings(args, trainer), "epoch": e, "estimator": est,
+                            "net": net}
+                state = args.out / f"measuring_e{e}_{est}.npz"
                 try:
                     v = gradient_variance(trainer.model, x, y, est, args.k, args.m,
                                           args.seed + 7, xp, stop=flag, settings=settings,
-                                          state=args.out / f"measuring_e{e}_{est}.npz")
+                                          state=state)
                 except KeyboardInterrupt:
                     raise SystemExit(f"interrupted while measuring epoch {e} ({est}): its "
                                      f"state is saved in {args.out}; the same command "
@@ -333,6 +347,7 @@ def main(argv=None) -> dict:
                 write_json(args.out / "measured.json", {
                     "settings": measure_settings(args, trainer),
                     "epochs": {k: done[k] for k in sorted(done, key=int)}, "partial": partial})
+                state.unlink(missing_ok=True)  # only now: the result is stored
                 if flag.requested:  # a signal between two estimates
                     raise SystemExit(f"interrupted while measuring epoch {e}: the same "
                                      "command continues")
