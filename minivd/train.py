@@ -14,7 +14,6 @@ say so when it happens).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import math
 import signal
@@ -28,7 +27,7 @@ import numpy as np
 
 from .backend import asarray, backend_name, resolve_backend
 from .batches import iterate_minibatches
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, fingerprint, load_checkpoint, save_checkpoint
 from .evaluate import check_split, evaluate
 from .functional._checks import is_real
 from .model import Sequential, build_model, check_matching
@@ -48,14 +47,9 @@ _RESUME_KEYS = ("dataset", "model", "width", "depth", "method", "batch", "seed",
                 "optimizer", "polyak")
 
 
-def _fingerprint(*arrays: np.ndarray) -> str:
-    """sha256 over the arrays' dtypes, shapes and bytes (~0.1 s for MNIST's training set)."""
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(memoryview(a).cast("B"))
-    return h.hexdigest()
+def _empty_epoch_part() -> dict:
+    """An epoch's steps so far before its first step: seconds, cross-entropy sum and count."""
+    return {"seconds": 0.0, "ce_sum": 0.0, "ce_count": 0}
 
 
 class Trainer:
@@ -79,7 +73,7 @@ class Trainer:
         self.x, self.y = x, y
         # what a checkpoint must have been trained on to be resumed here (a file of the same
         # name with other examples would otherwise continue silently on them)
-        self.data_id = {"n_train": len(x), "sha256": _fingerprint(x, y)}
+        self.data_id = {"n_train": len(x), "sha256": fingerprint(x, y)}
         self.data = data
         self.n = len(x)
         self.steps_per_epoch = math.ceil(self.n / config.batch)
@@ -102,7 +96,7 @@ class Trainer:
         self.epoch_start_state = self.shuffle_rng.bit_generator.state
         # the current epoch's steps so far: seconds, and the cross-entropy's sum and count
         # (checkpointed, so an epoch stopped and resumed reports all of its steps)
-        self.epoch_part = {"seconds": 0.0, "ce_sum": 0.0, "ce_count": 0}
+        self.epoch_part = _empty_epoch_part()
         self.history: list[dict] = []
         self._stop = self.stopped_by = 0  # a signal's number once one asks to stop
         self._saved = False  # whether out/checkpoint.npz is this run's (saved or resumed)
@@ -147,7 +141,7 @@ class Trainer:
         self.epoch, self.batch_index, self.step = meta["epoch"], meta["batch_index"], meta["step"]
         self.epoch_start_state = meta["epoch_start_state"]
         self.history = meta["history"]
-        self.epoch_part = meta.get("epoch_part", {"seconds": 0.0, "ce_sum": 0.0, "ce_count": 0})
+        self.epoch_part = meta.get("epoch_part", _empty_epoch_part())
         if "epoch_part" not in meta and self.batch_index:
             print(f"note: {path} predates the record of a stopped epoch's steps so far: epoch "
                   f"{self.epoch + 1} will report only its steps after this resume",
@@ -197,7 +191,7 @@ class Trainer:
             raise TypeError(f"metadata 'noise_state' is {meta['noise_state']!r}")
         part = meta.get("epoch_part")  # absent in checkpoints written before it was recorded
         if part is not None and not (
-                isinstance(part, dict) and set(part) == {"seconds", "ce_sum", "ce_count"}
+                isinstance(part, dict) and set(part) == set(_empty_epoch_part())
                 and all(is_real(v) and math.isfinite(v) and v >= 0 for v in part.values())
                 and isinstance(part["ce_count"], int) and part["ce_count"] <= meta["batch_index"]):
             raise ValueError(f"metadata 'epoch_part' is {part!r}")
@@ -316,7 +310,7 @@ class Trainer:
                 # the next epoch starts here: a checkpoint saved from now on (even one that
                 # ``on_epoch`` interrupts) resumes at its first batch with its own permutation
                 self.epoch, self.batch_index = self.epoch + 1, 0
-                self.epoch_part = {"seconds": 0.0, "ce_sum": 0.0, "ce_count": 0}
+                self.epoch_part = _empty_epoch_part()
                 self.epoch_start_state = self.shuffle_rng.bit_generator.state
                 if on_epoch is not None:
                     on_epoch(self)

@@ -26,7 +26,6 @@ width, training slice and data are recorded with the measurements too).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import json
 import os
@@ -38,7 +37,7 @@ import minivd  # noqa: F401  # isort: skip  (before NumPy: minivd/__init__ expla
 import numpy as np
 
 from minivd import make_rng, resolve_backend, to_numpy
-from minivd.checkpoint import CheckpointError, write_json
+from minivd.checkpoint import CheckpointError, fingerprint, write_json
 from minivd.functional import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from minivd.layers import VariationalDense
 from minivd.train import TrainConfig, Trainer
@@ -141,17 +140,6 @@ def gradient_variance(model, x, y, sampler, k, m, seed, xp, state: Path | None =
         var = (q - s_ * s_ / k) / (k - 1)
         out[name] = float(to_numpy(var.mean()))
     return out
-
-
-def net_fingerprint(model) -> str:
-    """sha256 of the net's parameters (names, dtypes, shapes, bytes): what an estimate in
-    progress was measured on."""
-    h = hashlib.sha256()
-    for name, a in sorted(model.state().items()):
-        a = np.ascontiguousarray(to_numpy(a))
-        h.update(f"{name}{a.dtype.str}{a.shape}".encode())
-        h.update(memoryview(a).cast("B"))
-    return h.hexdigest()
 
 
 def estimator_speed(model, x, y, batch, steps, xp) -> dict[str, float]:
@@ -319,7 +307,8 @@ def main(argv=None) -> dict:
               f"{100 * trainer.history[-1]['valid_error']:.2f}%), measuring...", flush=True)
         # the estimators already measured at this epoch (a run stopped while measuring)
         cell: dict = partial.get(str(e), {"top": {}, "bottom": {}})
-        net = net_fingerprint(trainer.model)
+        # sha256 of the parameters: what an estimate in progress is measured on
+        net = fingerprint(*(a for _, a in sorted(trainer.model.state().items())))
         flag = StopFlag()
         with stop_on_signals(flag):
             for est in ESTIMATORS:
