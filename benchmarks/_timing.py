@@ -9,13 +9,6 @@ from collections.abc import Callable
 from typing import Any
 
 
-def synchronizer(xp: Any) -> Callable[[], None]:
-    """A function that waits for the device's current stream (a no-op on NumPy)."""
-    if xp.__name__.split(".")[0] == "cupy":
-        return lambda: xp.cuda.get_current_stream().synchronize()
-    return lambda: None
-
-
 def paired(op: Callable[[], Any], floor: Callable[[], Any], pairs: int, sync: Callable[[], None],
            warmup: int = 3, alt: Callable[[], Any] | None = None) -> dict[str, float]:
     """Alternate ``op`` and ``floor`` (and ``alt``, a second floor) ``pairs`` times; medians of

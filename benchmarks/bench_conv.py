@@ -9,10 +9,11 @@ matrix, the scatter back to the input and every layout change are *not* in the f
 are the overhead measured. 3×3 kernels, padding 1, stride 1, float32. Each step (noise drawn inside
 it) alternates with the floor; we report the median of the per-pair ratios. Our draw is 2–3×
 faster than ``Generator.standard_normal``, so a second ratio, ``vs floor2``, is against
-``floor2``: the same products plus our own draw. The layer step is what training asks of the
-layer (forward, ``backward_with_kl``), as in ``bench_dense.py``; the KL value
-(``layer.kl()``, needed only when a loss is logged) is timed on its own, as a fraction of
-the floor.
+``floor2``: the same products plus our own draw. On CuPy minivd's draw is the generator's
+own ``standard_normal``, so the two floors are the same and ``vs floor2`` repeats the
+ratio. The layer step is what training asks of the layer (forward, ``backward_with_kl``),
+as in ``bench_dense.py``; the KL value (``layer.kl()``, needed only when a loss is logged)
+is timed on its own, as a fraction of the floor.
 
     python benchmarks/bench_conv.py [--backend numpy|cupy] [--pairs 11] [--quick]
 
@@ -28,9 +29,10 @@ import minivd  # noqa: F401  # isort: skip  (before NumPy: minivd/__init__ expla
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import bench_parser, device_name, paired, synchronizer  # noqa: E402
+from _timing import bench_parser, device_name, paired  # noqa: E402
 
 from minivd import make_rng, resolve_backend  # noqa: E402
+from minivd.backend import synchronizer  # noqa: E402
 from minivd.functional import lrt_conv2d_backward, lrt_conv2d_forward  # noqa: E402
 from minivd.layers import VariationalConv2D  # noqa: E402
 from minivd.random import standard_normal  # noqa: E402

@@ -7,12 +7,14 @@ drawn inside it, by minivd's own ``standard_normal``, as the layer draws it) alt
 the floor; we report the median of the per-pair ratios. Our draw (Box–Muller on all cores)
 is 2–3× faster than ``Generator.standard_normal``, so the op can undercut the floor's noise:
 a second ratio, ``vs floor2``, is against ``floor2``: the same six products plus our own
-draw, a floor with nothing left to gain from the noise. The op step is the draw,
-``lrt_dense_forward`` and ``lrt_dense_backward``; the layer step is what training asks of a
-``VariationalDense`` with per-weight α: forward (draw, K15 map, LRT) and ``backward_with_kl``
-(LRT backward, the map's backward and the KL gradient, fused as in training). The KL *value*
-(``layer.kl()``) is needed only when a loss is logged; its cost is printed separately, as a
-fraction of the floor.
+draw, a floor with nothing left to gain from the noise. On CuPy minivd's draw is the
+generator's own ``standard_normal``, so the two floors are the same and ``vs floor2``
+repeats the ratio. The op step is the draw, ``lrt_dense_forward`` and
+``lrt_dense_backward``; the layer step is what training asks of a ``VariationalDense`` with
+per-weight α: forward (draw, K15 map, LRT) and ``backward_with_kl`` (LRT backward, the map's
+backward and the KL gradient, fused as in training). The KL *value* (``layer.kl()``) is
+needed only when a loss is logged; its cost is printed separately, as a fraction of the
+floor.
 
     python benchmarks/bench_dense.py [--backend numpy|cupy] [--pairs 21] [--quick]
 """
@@ -26,9 +28,10 @@ import minivd  # noqa: F401  # isort: skip  (before NumPy: minivd/__init__ expla
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import bench_parser, device_name, paired, synchronizer  # noqa: E402
+from _timing import bench_parser, device_name, paired  # noqa: E402
 
 from minivd import make_rng, resolve_backend  # noqa: E402
+from minivd.backend import synchronizer  # noqa: E402
 from minivd.functional import lrt_dense_backward, lrt_dense_forward  # noqa: E402
 from minivd.layers import VariationalDense  # noqa: E402
 from minivd.random import standard_normal  # noqa: E402

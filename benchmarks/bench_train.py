@@ -42,9 +42,10 @@ import minivd  # noqa: F401  # isort: skip  (before NumPy: minivd/__init__ expla
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _timing import device_name, synchronizer  # noqa: E402
+from _timing import device_name  # noqa: E402
 
 from minivd import make_rng, resolve_backend  # noqa: E402
+from minivd.backend import synchronizer  # noqa: E402
 from minivd.data import Dataset  # noqa: E402
 from minivd.model import build_mlp  # noqa: E402
 from minivd.optim import Adam  # noqa: E402

@@ -10,6 +10,7 @@ and how to fix it. There is no silent fallback to NumPy.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -23,6 +24,7 @@ __all__ = [
     "asarray",
     "backend_name",
     "is_cupy_array",
+    "synchronizer",
 ]
 
 BACKENDS = ("numpy", "cupy")
@@ -107,6 +109,14 @@ def resolve_backend(name: str | ModuleType) -> ModuleType:
 def backend_name(xp: ModuleType) -> str:
     """``"numpy"`` or ``"cupy"`` for an array module."""
     return "cupy" if xp.__name__.split(".")[0] == "cupy" else "numpy"
+
+
+def synchronizer(xp: ModuleType) -> Callable[[], None]:
+    """A function that waits for the device's current stream (a no-op on NumPy): call it
+    before reading a clock, as CuPy returns from a kernel launch before the kernel ends."""
+    if backend_name(xp) == "cupy":
+        return lambda: xp.cuda.get_current_stream().synchronize()
+    return lambda: None
 
 
 def to_numpy(a: Any) -> np.ndarray:

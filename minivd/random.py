@@ -55,6 +55,12 @@ def box_muller(rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
     float32 sampler; in float64 the cap is ``8.57``. (CuPy generators use cuRAND's own
     sampler, whose 32-bit uniforms cap at ≈ 6.76.)
     """
+    if not isinstance(out, np.ndarray) or out.ndim != 1 or out.dtype not in (np.float32,
+                                                                             np.float64):
+        raise TypeError("box_muller: out must be a 1-d float32/float64 NumPy array, got "
+                        f"{type(out).__name__} {getattr(out, 'shape', '')} "
+                        f"{getattr(out, 'dtype', '')} (CuPy: use standard_normal, which calls "
+                        "the generator's own sampler)")
     n = out.size
     h = (n + 1) // 2  # pairs; an odd n drops the last sine
     u = rng.random(2 * h, dtype=out.dtype)

@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .backend import asarray, backend_name, resolve_backend
+from .backend import asarray, backend_name, resolve_backend, synchronizer
 from .batches import iterate_minibatches
 from .checkpoint import CheckpointError, fingerprint, load_checkpoint, save_checkpoint
 from .evaluate import check_split, evaluate
@@ -230,6 +230,7 @@ class Trainer:
             iterate_minibatches(self.x, self.y, cfg.batch, self.shuffle_rng, self.xp),
             self.batch_index, None)
         part, first = self.epoch_part, self.batch_index
+        sync = synchronizer(self.xp)
         last_print = t_epoch = t0 = time.perf_counter()
         for xb, yb in batches:
             if self._stop:
@@ -252,6 +253,7 @@ class Trainer:
                 self.avg.update(self.model.parameters())
             self.step += 1
             self.batch_index += 1
+            sync()  # CuPy returns before the step's kernels end: wait for them to clock it
             now = time.perf_counter()
             part["seconds"] += now - t0
             part["ce_sum"] += ce

@@ -104,3 +104,11 @@ def test_stable_permutation_pins_the_fashion_mnist_split():
     for n, seed in ((-1, 0), (3, None), (3, -1), (2.0, 0)):  # None would draw a fresh seed
         with pytest.raises(ValueError, match="must be an int ≥ 0"):
             stable_permutation(n, seed)
+
+
+@pytest.mark.parametrize("out", [np.empty((2, 3), np.float32), np.empty(4, np.int32),
+                                 [0.0, 0.0]])
+def test_box_muller_refuses_an_out_it_cannot_fill(out):
+    # a 2-d or integer array, or a list (as a CuPy array would be), is refused by name
+    with pytest.raises(TypeError, match="box_muller: out must be a 1-d float32/float64"):
+        box_muller(np.random.default_rng(0), out)

@@ -37,6 +37,7 @@ import minivd  # noqa: F401  # isort: skip  (before NumPy: minivd/__init__ expla
 import numpy as np
 
 from minivd import make_rng, resolve_backend, to_numpy
+from minivd.backend import synchronizer
 from minivd.checkpoint import CheckpointError, fingerprint, write_json
 from minivd.functional import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from minivd.layers import VariationalDense
@@ -153,6 +154,7 @@ def estimator_speed(model, x, y, batch, steps, xp) -> dict[str, float]:
     for sampler in ESTIMATORS:
         set_sampler(model, sampler)
         opt, host = Adam(1e-9), np.random.default_rng(0)  # tiny lr: the net stays as it is
+        sync = synchronizer(xp)
         ts = []
         for _ in range(steps + 1):
             idx = host.integers(0, len(x), batch)
@@ -160,8 +162,7 @@ def estimator_speed(model, x, y, batch, steps, xp) -> dict[str, float]:
             t0 = time.perf_counter()
             model.loss_and_grads(xb, yb, rng=rng, kl_scale=1 / len(x))
             opt.step(model.parameters(), bounds=bounds)  # projected, as training steps
-            if xp.__name__.startswith("cupy"):
-                xp.cuda.Stream.null.synchronize()
+            sync()
             ts.append(time.perf_counter() - t0)
         out[sampler] = float(np.median(ts[1:])) * (EPOCH_EXAMPLES // batch)
     set_sampler(model, "lrt")

@@ -189,7 +189,7 @@ class GaussianDropout(Layer):
     def kl_backward(self, scale: float) -> None:
         if self.learn_alpha:
             need_grad(self.grads, "log_alpha", "GaussianDropout")
-            self.grads["log_alpha"] += (scale * self._copies()) * kl_k15_grad(
+            self.grads["log_alpha"] += (float(scale) * self._copies()) * kl_k15_grad(
                 self.params["log_alpha"])
 
     def bounds(self) -> dict[str, tuple[float | None, float | None]]:
