@@ -69,15 +69,16 @@ def rowwise(fn: Callable[..., Any], *arrays: Any, out: int | tuple | None = None
         return fn(*arrays, out=None if isinstance(out, int) else out)
     n = lead.shape[0]
     rows = max(1, _BLOCK_ELEMENTS // max(1, lead.size // n))
-    blocks = [(lo, min(n, lo + rows)) for lo in range(0, n, rows)]
+    blocks = [(i, lo, min(n, lo + rows)) for i, lo in enumerate(range(0, n, rows))]
     outs = tuple(np.empty_like(lead) for _ in range(out)) if isinstance(out, int) else out
-    partial: list[Any] = []
+    # one slot per block, summed in block order: the sum never depends on the threads
+    partial: list[Any] = [None] * len(blocks)
 
-    def run(span: list[tuple[int, int]]) -> None:
-        for lo, hi in span:
+    def run(span: list[tuple[int, int, int]]) -> None:
+        for i, lo, hi in span:
             args = (None if a is None else a[lo:hi] for a in arrays)
             if outs is None:
-                partial.append(fn(*args))  # list.append is atomic under the GIL
+                partial[i] = fn(*args)
             else:
                 fn(*args, out=tuple(o[lo:hi] for o in outs))
 

@@ -222,7 +222,8 @@ def true_neg_kl(log_alpha):
     return 0.5 * log_alpha - e_log + C
 
 
-# reference values (PAPER.md §4) and a Monte Carlo check of the quadrature at log α = 0
+# reference values of the true −KL (by quadrature, from the project's paper notes, PAPER.md
+# §4, which live beside this repository, not in it) and a Monte Carlo check at log α = 0
 for la, ref in ((-4, -2.6258), (-2, -1.5442), (-1, -0.9145), (0, -0.4267), (1, -0.1732),
                 (2, -0.0662)):
     assert abs(true_neg_kl(la) - ref) < 1e-3, (la, true_neg_kl(la), ref)

@@ -175,8 +175,9 @@ else:
 #
 # Time the hot spots: an LRT dense layer's forward and backward pass at a small and a large
 # size, the per-example weight sampler that LRT replaces (tutorial 2), and a whole training
-# step. Each time is the best of three runs after a warm-up, with the GPU synchronised before
-# the clock stops. The CPU times depend on your cores (this tutorial's tests run on 2).
+# step. Each layer time is the best of three runs after a warm-up; the training step is the
+# mean over 3–5 steps after two untimed ones; the GPU is synchronised before the clock stops.
+# The CPU times depend on your cores (this tutorial's tests run on 2).
 
 # %%
 SIZES = ({"small": (100, 784, 256), "large": (500, 1024, 1024), "per_example": (32, 196, 64),
@@ -258,7 +259,7 @@ if GPU:
     ax.bar(pos + 0.2, [1e3 * timings[k]["cupy"] for k in names], 0.4, label="CuPy (GPU)")
 ax.set_xticks(pos, [k.replace(" ", "\n", 2) for k in names], fontsize=7)
 ax.set_yscale("log")
-ax.set_ylabel("ms per call (best of 3)")
+ax.set_ylabel("ms per call (layers: best of 3; step: mean)")
 ax.set_title("CPU vs GPU" if GPU else "CPU only: no GPU on this machine")
 ax.legend()
 fig.tight_layout()
