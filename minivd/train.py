@@ -6,7 +6,8 @@ at the start of each epoch is checkpointed, so a resumed run redraws the same pe
 noise (on the backend, ``make_rng(seed + 2, backend)``) and the final Monte-Carlo evaluation's
 (``seed + 3``). Tutorial 04 relies on this recipe. On NumPy a resumed run ends bit-for-bit where
 an uninterrupted one does (on the same NumPy release: the order is drawn by
-``Generator.permutation``, which NumPy does not promise to keep across releases). CuPy's
+``Generator.permutation``, which NumPy does not promise to keep across releases; and with the
+same ``OPENBLAS_NUM_THREADS``, whose value changes the last bits of the matrix products). CuPy's
 generator state cannot be saved: a run resumed on CuPy continues with a fresh noise stream (we
 say so when it happens).
 """
