@@ -102,7 +102,8 @@ def _check_outputs(args: argparse.Namespace, out: Path, metrics: Path,
                    legacy: Path | None = None) -> None:
     """Refuse, before any training, what would fail or lose data at the end: an OUT that is
     a file or holds a checkpoint (without --resume or --overwrite), a metrics path that is
-    a folder or lies where nothing can be written. Creates the folders; removes nothing."""
+    a folder, one of the run's other outputs, or lies where nothing can be written. Creates
+    the folders; removes nothing."""
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
     ckpt = out / "checkpoint.npz"
@@ -117,6 +118,10 @@ def _check_outputs(args: argparse.Namespace, out: Path, metrics: Path,
                          f"gave OUT is at {legacy}: resume it with --out {legacy}")
     if metrics.is_dir():
         raise ValueError(f"--metrics {metrics} is a folder; give a file path")
+    own = {(out / f).resolve(): f for f in ("checkpoint.npz", "curves.png", "log_alpha.png")}
+    if metrics.resolve() in own:
+        raise ValueError(f"--metrics {metrics} is where the run writes its "
+                         f"{own[metrics.resolve()]}; give another file path")
     for flag, folder in (("--out", out), ("--metrics", metrics.parent)):
         try:  # the folders are made now (training would make them anyway) and tried
             folder.mkdir(parents=True, exist_ok=True)
@@ -148,13 +153,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg.check()
         _check_outputs(args, out, metrics_path, legacy)
-        if args.overwrite:
-            _remove_outputs(out, metrics_path)
         from .backend import resolve_backend
 
         resolve_backend(cfg.backend)  # fail before loading data
         data = _load_data(args)
         trainer = Trainer(cfg, data, out)
+        if args.overwrite:  # only now that the new run has passed every check
+            _remove_outputs(out, metrics_path)
         if args.resume:
             trainer.resume()
         print(f"training {cfg.model} ({cfg.method}) on {cfg.dataset}: {trainer.n} examples, "

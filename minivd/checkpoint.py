@@ -67,6 +67,9 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dic
         meta = json.loads(str(arrays.pop("meta")))
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"checkpoint {path}: unreadable metadata ({exc})") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {path}: its metadata is a JSON "
+                              f"{type(meta).__name__}, not an object: not a minivd checkpoint")
     if meta.get("format") != FORMAT_VERSION:
         raise CheckpointError(f"checkpoint {path} has format {meta.get('format')}, "
                               f"this minivd reads format {FORMAT_VERSION}")

@@ -45,7 +45,8 @@ def _check_step(triples: list[Triple], bounds: Bounds | None, state: dict, first
     state is kept by name), float32/float64 parameters, each gradient of its parameter's shape
     and dtype (no broadcasting, no silent cast), each parameter of the shape its saved state
     (``state[name][first]``) was made for; ``bounds`` may only name parameters that are being
-    stepped (a typo must not turn the constraint off silently)."""
+    stepped (a typo must not turn the constraint off silently), each a pair ``(lo, hi)`` of
+    finite numbers or ``None`` with ``lo ≤ hi``."""
     names = [name for name, _, _ in triples]
     if len(set(names)) != len(names):
         repeated = sorted({n for n in names if names.count(n) > 1})
@@ -68,6 +69,12 @@ def _check_step(triples: list[Triple], bounds: Bounds | None, state: dict, first
     unknown = set(bounds) - {name for name, _, _ in triples}
     if unknown:
         raise ValueError(f"bounds name parameters that are not being stepped: {sorted(unknown)}")
+    for name, b in bounds.items():
+        ok = isinstance(b, tuple) and len(b) == 2 and all(
+            v is None or (is_real(v) and math.isfinite(v)) for v in b)
+        if not ok or (None not in b and b[0] > b[1]):
+            raise ValueError(f"bounds of {name} must be a pair (lo, hi) of finite numbers or "
+                             f"None with lo ≤ hi, got {b!r}")
     return bounds
 
 
@@ -241,7 +248,7 @@ def linear_decay_lr(lr: float, total_epochs: float, start_epoch: float = 0.0
                     ) -> Callable[[float], float]:
     """Flat at ``lr`` until ``start_epoch``, then linear to 0 at ``total_epochs`` (M17)."""
     lr = _check_lr(lr)
-    if not 0 <= start_epoch < total_epochs:
+    if not (math.isfinite(total_epochs) and 0 <= start_epoch < total_epochs):
         raise ValueError(f"need 0 ≤ start_epoch < total_epochs, got {start_epoch}, {total_epochs}")
 
     def schedule(epoch: float) -> float:

@@ -48,6 +48,10 @@ _RESUME_KEYS = ("dataset", "model", "width", "depth", "method", "batch", "seed",
                 "optimizer", "polyak")
 
 
+_HISTORY_KEYS = ("epoch", "seconds", "train_ce", "train_loss", "kl", "valid_error")
+"""The fields of every epoch's record in ``history`` (``fit``'s ``on_epoch`` may add more)."""
+
+
 def _empty_epoch_part() -> dict:
     """An epoch's steps so far before its first step: seconds, cross-entropy sum and count."""
     return {"seconds": 0.0, "ce_sum": 0.0, "ce_count": 0}
@@ -190,6 +194,18 @@ class Trainer:
                              f"fit {self.steps_per_epoch} steps per epoch")
         if meta["noise_state"] is not None and not isinstance(meta["noise_state"], dict):
             raise TypeError(f"metadata 'noise_state' is {meta['noise_state']!r}")
+        for key in ("epoch_start_state", "noise_state"):  # set on a scratch generator first
+            if meta[key] is not None:
+                try:
+                    np.random.PCG64().state = meta[key]
+                except (TypeError, ValueError, KeyError) as exc:
+                    raise ValueError(f"metadata {key!r} is not a PCG64 state ({exc})") from None
+        keys = set(_HISTORY_KEYS)
+        if len(meta["history"]) != meta["epoch"] or not all(
+                isinstance(h, dict) and keys <= set(h) and all(
+                    is_real(h[k]) for k in keys) for h in meta["history"]):
+            raise ValueError(f"metadata 'history' is not {meta['epoch']} epoch records with "
+                             f"the fields {sorted(keys)}")
         part = meta.get("epoch_part")  # absent in checkpoints written before it was recorded
         if part is not None and not (
                 isinstance(part, dict) and set(part) == set(_empty_epoch_part())
@@ -213,6 +229,11 @@ class Trainer:
             for name, a in got.items():
                 if not np.isfinite(a).all():
                     raise ValueError(f"{g}/{name} holds NaN or inf")
+                lo, hi = self.bounds.get(name, (None, None)) if g != "opt" else (None, None)
+                if (lo is not None and (a < lo).any()) or (hi is not None and (a > hi).any()):
+                    raise ValueError(f"{g}/{name} lies outside its bounds [{lo}, {hi}]")
+                if g == "opt" and name.endswith("/v") and (a < 0).any():
+                    raise ValueError(f"{g}/{name} (a second moment) holds negative values")
         on = {g: {n: asarray(a, self.xp) for n, a in got.items()} for g, got in groups.items()}
         return on["param"], on["opt"], on["avg"], meta
 

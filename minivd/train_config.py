@@ -54,6 +54,10 @@ class TrainConfig:
         if self.lr_schedule not in ("constant", "linear"):
             raise ValueError(
                 f"lr_schedule must be 'constant' or 'linear', got {self.lr_schedule!r}")
+        if self.lr_schedule == "linear" and not self.lr_decay_start < self.epochs:
+            raise ValueError(f"lr_decay_start ({self.lr_decay_start:g}) must come before the "
+                             f"last epoch (epochs = {self.epochs}): the linear schedule "
+                             "decays from there to 0 at the end")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if not 0 <= self.polyak < 1:

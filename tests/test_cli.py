@@ -1,5 +1,6 @@
 """``python -m minivd train``: arguments, errors, and an end-to-end run on a generated file."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -137,6 +138,11 @@ def test_output_paths_are_checked_before_training(tmp_path, capsys):
     assert "--metrics: cannot write in" in capsys.readouterr().err
     for r in ("r1", "r2"):  # refused before any training: no checkpoint written
         assert not (tmp_path / r / "checkpoint.npz").exists()
+    for own in ("checkpoint.npz", "curves.png", "log_alpha.png"):  # the run's other outputs
+        assert main(base + ["--out", str(tmp_path / "r3"), "--metrics",
+                            str(tmp_path / "r3" / ".." / "r3" / own)]) == 1
+        assert f"is where the run writes its {own}" in capsys.readouterr().err
+    assert not (tmp_path / "r3" / "checkpoint.npz").exists()
 
 
 def test_a_data_file_of_floats_is_refused_without_advice_to_delete_it(tmp_path, capsys):
@@ -157,10 +163,23 @@ def test_overwrite_removes_the_old_runs_outputs_and_resume_finds_the_old_default
     base = ["train", "--data-file", str(f), "--width", "8", "--depth", "1", "--epochs", "1"]
     assert main(base + ["--out", "r"]) == 0
     (tmp_path / "r" / "metrics.json").write_text("old")
-    # a run that fails after the output check (no such data file) leaves r without old files
-    assert main(["train", "--data-file", "nope.npz", "--out", "r", "--overwrite"]) == 1
-    assert not (tmp_path / "r" / "metrics.json").exists()
-    assert not (tmp_path / "r" / "checkpoint.npz").exists()
+    ckpt = (tmp_path / "r" / "checkpoint.npz").read_bytes()
+    # runs that fail their checks (no such data file, no CuPy, a schedule that cannot be)
+    # leave the old run as it was: it goes only once the new one is ready to train
+    for bad in (["--data-file", "nope.npz"], ["--data-file", str(f), "--backend", "cupy"],
+                ["--data-file", str(f), "--epochs", "1", "--lr-schedule", "linear",
+                 "--lr-decay-start", "3"]):
+        if "cupy" in bad and importlib.util.find_spec("cupy") is not None:
+            continue
+        assert main(["train", *bad, "--out", "r", "--overwrite"]) == 1
+        assert (tmp_path / "r" / "metrics.json").read_text() == "old"
+        assert (tmp_path / "r" / "checkpoint.npz").read_bytes() == ckpt
+    # a run that starts removes every old output, log_alpha.png too when it writes none
+    assert (tmp_path / "r" / "log_alpha.png").exists()
+    assert main(base[:2] + [str(f), "--method", "none", "--width", "8", "--depth", "1",
+                            "--epochs", "1", "--out", "r", "--overwrite"]) == 0
+    assert not (tmp_path / "r" / "log_alpha.png").exists()
+    assert (tmp_path / "r" / "metrics.json").read_text() != "old"
     old_default = tmp_path / "runs" / "file:blobs.npz-mlp-vd-b-s0"  # before -wWxD
     assert main(base + ["--out", str(old_default)]) == 0
     capsys.readouterr()

@@ -8,7 +8,7 @@ import pytest
 from minivd.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from minivd.data import Dataset
 from minivd.model import METHODS, build_model
-from minivd.optim import Adam, ParameterAverage, linear_decay_lr
+from minivd.optim import SGD, Adam, ParameterAverage, linear_decay_lr
 from minivd.train import NonFiniteLossError, TrainConfig, Trainer
 
 
@@ -313,7 +313,6 @@ def test_step_with_bounds_equals_step_then_project(opt_cls):
     by ``model.project()``, on a model whose 600×300 layer is updated in blocks; a large step
     pushes many ``log α`` over the bound, so the clip matters."""
     from minivd import make_rng
-    from minivd.optim import SGD
 
     r = np.random.default_rng(0)
     x = r.standard_normal((8, 20)).astype(np.float32)
@@ -385,6 +384,15 @@ def test_bounds_name_the_constrained_parameters():
     model = build_model("mlp", "vd-b", width=8)
     with pytest.raises(ValueError, match="not being stepped.*typo"):
         Adam().step(model.parameters(), bounds={"typo": (None, 0.0)})
+    name = next(iter(b))
+    before = {n: p.copy() for n, p, _ in model.parameters()}
+    for bad in [(1.0, -1.0), (None, float("nan")), (float("-inf"), None), (0.0, 1.0, 2.0),
+                [None, 0.0], (None, "0")]:
+        for opt in (Adam(), SGD(0.1)):  # refused before any parameter moves
+            with pytest.raises(ValueError, match=f"bounds of {name} must be a pair"):
+                opt.step(model.parameters(), bounds={name: bad})
+    for n, p, _ in model.parameters():
+        np.testing.assert_array_equal(p, before[n])
 
 
 def test_builders_and_bad_names():

@@ -28,7 +28,8 @@ CFG = dict(dataset="xor", width=8, depth=1, method="vd-b", epochs=1, batch=50)
     (dict(width=2.7), "width must be an integer"), (dict(depth=-1), "depth"),
     (dict(seed=-1), "seed must be an integer ≥ 0"), (dict(mc_samples=2.5), "mc_samples"),
     (dict(kl_delay=float("nan")), "kl_delay must be a finite"), (dict(batch=True), "batch"),
-    (dict(lr=float("inf")), "lr must be a finite"), (dict(momentum=-0.1), "momentum")])
+    (dict(lr=float("inf")), "lr must be a finite"), (dict(momentum=-0.1), "momentum"),
+    (dict(lr_schedule="linear", lr_decay_start=5, epochs=5), "must come before the last")])
 def test_config_rejects_non_integers_and_non_finite_numbers(kw, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kw).check()
@@ -67,6 +68,16 @@ def test_evaluate_refuses_mismatched_labels(tmp_path):
         evaluate(t.model, data.x_test, data.y_test[:, None])  # was an error of 0.5·500
     with pytest.raises(ValueError, match="at least one example"):
         evaluate(t.model, data.x_test[:0], data.y_test[:0])
+
+
+def test_a_checkpoint_whose_metadata_is_not_an_object_is_refused(tmp_path):
+    t, cfg, data = _trained(tmp_path)
+    with np.load(t.checkpoint_path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["meta"] = np.array("[1, 2]")  # valid JSON, but a list
+    np.savez(t.checkpoint_path, **arrays)
+    with pytest.raises(CheckpointError, match="metadata is a JSON list, not an object"):
+        trainer(cfg, data, tmp_path).resume()
 
 
 def _trained(tmp_path, **kw):
@@ -132,6 +143,15 @@ def _set(key, value):
     (None, _set("epoch_part", {"seconds": -1.0, "ce_sum": 0.0, "ce_count": 0}), "'epoch_part'"),
     (None, _set("epoch_part", {"seconds": 1.0, "ce_sum": 0.0, "ce_count": 2}), "'epoch_part'"),
     (None, _set("epoch_part", {"seconds": 1.0}), "'epoch_part'"),
+    (None, _set("history", [{"bogus": 1}]), "'history' is not 1 epoch records"),
+    (None, _set("history", []), "'history' is not 1 epoch records"),
+    (None, _set("noise_state", {"bit_generator": "PCG64", "state": {}}),
+     "'noise_state' is not a PCG64 state"),
+    (None, _set("epoch_start_state", {"x": 1}), "'epoch_start_state' is not a PCG64 state"),
+    (lambda a: next(v for k, v in a.items() if k.endswith("log_alpha")).fill(50.0), None,
+     r"log_alpha lies outside its bounds \[None, 0.0\]"),
+    (lambda a: next(v for k, v in a.items() if k.endswith("/v")).fill(-1.0), None,
+     "a second moment"),
 ])
 def test_damaged_checkpoints_are_refused_before_anything_loads(tmp_path, arrays, meta, match):
     t, cfg, data = _trained(tmp_path)
