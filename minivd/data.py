@@ -46,7 +46,11 @@ _USE_ANOTHER = "point minivd at a writable folder: export MINIVD_DATA=/path/to/f
 
 
 class Dataset(NamedTuple):
-    """A data set split three ways; images ``float32`` ``(n, 784)`` in [0, 1), labels ``int64``."""
+    """A data set split three ways; images ``float32`` ``(n, 784)`` in [0, 1), labels ``int64``.
+
+    ``n_classes``: how many classes the labels range over (10 for every file minivd reads,
+    whichever labels a split happens to hold); ``None`` (a data set built in memory): one more
+    than the largest label present."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -55,6 +59,7 @@ class Dataset(NamedTuple):
     x_test: np.ndarray
     y_test: np.ndarray
     name: str
+    n_classes: int | None = None
 
 
 def data_dir() -> Path:
@@ -99,7 +104,7 @@ def _to_dataset(arrays: Mapping[str, np.ndarray], name: str) -> Dataset:
     out = {k: arrays[k].astype(np.int64) for k in _KEYS if k[0] == "y"}
     scale = np.float32(src.SCALE)
     out.update({k: arrays[k].astype(np.float32) / scale for k in _KEYS if k[0] == "x"})
-    return Dataset(**out, name=name)
+    return Dataset(**out, name=name, n_classes=10)  # the format's labels are 0..9
 
 
 def _read_npz(path: Path, name: str, fix: str | None = None) -> Dataset:

@@ -12,6 +12,7 @@ noise.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
@@ -22,12 +23,27 @@ from .backend import resolve_backend
 __all__ = ["make_rng", "child_seed", "standard_normal", "box_muller", "stable_permutation"]
 
 
-def make_rng(seed: int, xp: ModuleType | str = "numpy") -> Any:
-    """A new ``Generator`` on backend ``xp`` (module or ``"numpy"``/``"cupy"``) from ``seed``."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+def make_rng(seed: int | Sequence[int], xp: ModuleType | str = "numpy") -> Any:
+    """A new ``Generator`` on backend ``xp`` (module or ``"numpy"``/``"cupy"``) from ``seed``.
+
+    ``seed`` is a non-negative int or a sequence of them, such as ``[seed, 2]``: a stream of
+    its own for each purpose (NumPy's ``SeedSequence`` hashes the list; on CuPy, whose
+    generators take one int, the list is first hashed to one). Streams ``seed + k`` would
+    not be: the trainer initialises layer ``i`` from ``seed + i``. (``SeedSequence`` pads
+    with zeros, so ``[s, 0]`` is the stream of ``s``: give purposes non-zero keys.)
+    """
+    keys = list(seed) if isinstance(seed, (list, tuple)) else [seed]
+    if not keys or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0
+                       for k in keys):
+        raise ValueError(f"seed must be a non-negative int or a non-empty sequence of them, "
+                         f"got {seed!r}")
     xp = resolve_backend(xp)
-    return xp.random.default_rng(int(seed))
+    if len(keys) == 1:
+        return xp.random.default_rng(int(keys[0]))
+    if xp is np:
+        return np.random.default_rng([int(k) for k in keys])
+    return xp.random.default_rng(int(np.random.SeedSequence(
+        [int(k) for k in keys]).generate_state(1)[0]))
 
 
 def child_seed(rng: Any) -> int:

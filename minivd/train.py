@@ -3,9 +3,11 @@
 Reproducibility: four generators, all from ``seed``: parameter initialisation (host, layer ``i``
 of an MLP seeded ``seed + i``), the minibatch order (host, ``default_rng([seed, 1])``; its state
 at the start of each epoch is checkpointed, so a resumed run redraws the same permutation), the
-noise (on the backend, ``make_rng(seed + 2, backend)``) and the final Monte-Carlo evaluation's
-(``seed + 3``). Tutorial 04 relies on this recipe. On NumPy a resumed run ends bit-for-bit where
-an uninterrupted one does (on the same NumPy release: the order is drawn by
+noise (on the backend, ``make_rng([seed, 2], backend)``) and the final Monte-Carlo
+evaluation's (``[seed, 3]``): four streams that share no state (earlier versions drew the
+noise and the Monte-Carlo passes from ``seed + 2`` and ``seed + 3``, the very streams that
+initialise layers 2 and 3). Tutorial 04 relies on this recipe. On NumPy a resumed run ends
+bit-for-bit where an uninterrupted one does (on the same NumPy release: the order is drawn by
 ``Generator.permutation``, which NumPy does not promise to keep across releases; and with the
 same ``OPENBLAS_NUM_THREADS``, whose value changes the last bits of the matrix products). CuPy's
 generator state cannot be saved: a run resumed on CuPy continues with a fresh noise stream (we
@@ -17,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import numbers
 import signal
 import sys
 import threading
@@ -50,6 +53,18 @@ _RESUME_KEYS = ("dataset", "model", "width", "depth", "method", "batch", "seed",
 
 _HISTORY_KEYS = ("epoch", "seconds", "train_ce", "train_loss", "kl", "valid_error")
 """The fields of every epoch's record in ``history`` (``fit``'s ``on_epoch`` may add more)."""
+
+
+def _n_classes(data: Any) -> int:
+    """The model's outputs: the data set's declared class count, checked against its labels,
+    or (undeclared) one more than the largest label."""
+    top = int(max(data.y_train.max(), data.y_valid.max(), data.y_test.max()))
+    n = getattr(data, "n_classes", None)
+    if n is None:
+        return top + 1
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or top >= n:
+        raise ValueError(f"the data set declares {n!r} classes but holds labels up to {top}")
+    return int(n)
 
 
 def _empty_epoch_part() -> dict:
@@ -87,7 +102,7 @@ class Trainer:
         self.model: Sequential = build_model(
             config.model, config.method, width=config.width, depth=config.depth,
             in_features=x.shape[1],
-            n_classes=int(max(data.y_train.max(), data.y_valid.max(), data.y_test.max())) + 1,
+            n_classes=_n_classes(data),
             seed=config.seed, backend=config.backend)
         self.bounds = self.model.bounds()  # constrained parameters, clipped in each step
         self.opt = (Adam(config.lr) if config.optimizer == "adam"
@@ -96,7 +111,7 @@ class Trainer:
                          linear_decay_lr(config.lr, config.epochs, config.lr_decay_start))
         self.avg = ParameterAverage(config.polyak) if config.polyak else None
         self.shuffle_rng = np.random.default_rng([config.seed, 1])
-        self.noise_rng = make_rng(config.seed + 2, self.xp)
+        self.noise_rng = make_rng([config.seed, 2], self.xp)
         self.epoch, self.batch_index, self.step = 0, 0, 0
         self.epoch_start_state = self.shuffle_rng.bit_generator.state
         # the current epoch's steps so far: seconds, and the cross-entropy's sum and count
@@ -154,8 +169,7 @@ class Trainer:
         if meta["noise_state"] is not None and backend_name(self.xp) == "numpy":
             self.noise_rng.bit_generator.state = meta["noise_state"]
         else:  # a stream of its own (from seed and step), not a replay of the first epoch's
-            self.noise_rng = make_rng(int(np.random.SeedSequence(
-                [self.cfg.seed + 2, self.step]).generate_state(1)[0]), self.xp)
+            self.noise_rng = make_rng([self.cfg.seed, 2, self.step], self.xp)
             print("note: CuPy's generator state cannot be saved; the resumed run draws a fresh "
                   "noise stream (not bit-for-bit)", file=self.log)
         self._saved = True
@@ -363,7 +377,7 @@ class Trainer:
         if self.cfg.method == "sparse-vd":
             m.update(sparsity_report(self.model))
         if self.cfg.mc_samples:
-            rng = make_rng(self.cfg.seed + 3, self.xp)
+            rng = make_rng([self.cfg.seed, 3], self.xp)
             mc = self.evaluate(self.data.x_test, self.data.y_test, mode="mc",
                                samples=self.cfg.mc_samples, rng=rng)
             m["test_error_mc"], m["test_entropy_mc"] = mc["error"], mc["entropy"]

@@ -98,7 +98,8 @@ def test_table1_keeps_every_measured_epoch_and_refuses_a_net_past_one(tmp_path):
     arrays, meta = load_checkpoint(ckpt)  # the state of a run stopped 2 steps into epoch 3
     steps = meta["step"] // meta["epoch"]
     assert steps > 2
-    meta.update(epoch=2, batch_index=2, step=2 * steps + 2, opt_t=2 * steps + 2)
+    meta.update(epoch=2, batch_index=2, step=2 * steps + 2, opt_t=2 * steps + 2,
+                history=meta["history"][:2])
     save_checkpoint(ckpt, arrays, meta)
     (tmp_path / "p" / "measured.json").unlink()
     with pytest.raises(SystemExit, match="past epoch"):  # that net is not the epoch-2 net

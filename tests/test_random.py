@@ -112,3 +112,31 @@ def test_box_muller_refuses_an_out_it_cannot_fill(out):
     # a 2-d or integer array, or a list (as a CuPy array would be), is refused by name
     with pytest.raises(TypeError, match="box_muller: out must be a 1-d float32/float64"):
         box_muller(np.random.default_rng(0), out)
+
+
+def test_a_list_seed_is_a_stream_of_its_own():
+    # [seed, k] hashes the list: not the stream of any int seed, in particular not seed + k,
+    # which initialises layer k (the trainer's noise is [seed, 2], its Monte-Carlo [seed, 3])
+    draw = lambda s: minivd.make_rng(s).random(8)  # noqa: E731
+    np.testing.assert_array_equal(draw([3, 2]), draw([3, 2]))
+    np.testing.assert_array_equal(draw([3, 2]), np.random.default_rng([3, 2]).random(8))
+    assert not any(np.array_equal(draw([3, 2]), draw(s)) for s in (3, 5, [3, 1], [3, 3], [2, 3]))
+    np.testing.assert_array_equal(draw([3]), draw(3))
+    for bad in ([], [1, -1], [1, 2.0], (True,), -1, "3"):
+        with pytest.raises(ValueError, match="non-negative int or a non-empty sequence"):
+            minivd.make_rng(bad)
+
+
+def test_the_trainers_noise_shares_no_state_with_the_initialisation(tmp_path):
+    import io
+
+    from minivd.train import TrainConfig, Trainer
+
+    from .test_train import xor_data
+
+    t = Trainer(TrainConfig(dataset="xor", width=8, depth=2, method="vd-b", epochs=1),
+                xor_data(n=200), tmp_path, log=io.StringIO())
+    noise = t.noise_rng.bit_generator.state["state"]["state"]
+    inits = {np.random.default_rng(k).bit_generator.state["state"]["state"] for k in range(8)}
+    assert noise not in inits
+    assert noise == np.random.default_rng([0, 2]).bit_generator.state["state"]["state"]

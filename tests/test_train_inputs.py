@@ -213,3 +213,26 @@ def test_nan_message_does_not_claim_another_runs_checkpoint(tmp_path):
     fresh.model.layers[0].params["theta"][0, 0] = np.inf
     with pytest.raises(NonFiniteLossError, match="no checkpoint written yet"):
         fresh.fit()
+
+
+def test_the_class_count_comes_from_the_data_set_not_the_labels_present(tmp_path):
+    # a file's labels are 0..9 by its format: one whose splits lack a 9 still gets 10 outputs
+    # (it used to get 9, and lenet-5 refused it); an undeclared count is the largest label + 1
+    from minivd.data import load_npz_dataset
+
+    from .test_cli import blobs_file
+
+    with np.load(blobs_file(tmp_path / "b.npz")) as z:
+        arrays = {k: z[k] for k in z.files}
+    for k in ("y_train", "y_valid", "y_test"):
+        arrays[k] = np.minimum(arrays[k], 8)
+    np.savez(tmp_path / "no9.npz", **arrays)
+    data = load_npz_dataset(tmp_path / "no9.npz")
+    assert data.n_classes == 10 and data.y_train.max() == 8
+    t = trainer(TrainConfig(**{**CFG, "dataset": "no9"}), data, tmp_path / "a")
+    assert t.model.state()["2.VariationalDense.theta"].shape == (8, 10)
+    t = trainer(TrainConfig(**{**CFG, "dataset": "no9"}), data._replace(n_classes=None),
+                tmp_path / "b")
+    assert t.model.state()["2.VariationalDense.theta"].shape == (8, 9)
+    with pytest.raises(ValueError, match="declares 5 classes but holds labels up to 8"):
+        trainer(TrainConfig(**CFG), data._replace(n_classes=5), tmp_path / "c")

@@ -85,7 +85,7 @@ def train_by_hand(method, epochs, seed=0):
     model = build_model("mlp", method, width=WIDTH, depth=DEPTH, seed=seed, backend=BACKEND)
     opt = Adam(lr=1e-3)
     order_rng = np.random.default_rng([seed, 1])  # minibatch order, on the host
-    noise_rng = minivd.make_rng(seed + 2, BACKEND)  # weight noise, on the backend
+    noise_rng = minivd.make_rng([seed, 2], BACKEND)  # weight noise, on the backend
     n = len(data.x_train)
     for epoch in range(epochs):
         for xb, yb in iterate_minibatches(data.x_train, data.y_train, 100, order_rng, xp):
@@ -142,7 +142,7 @@ for method, err in results.items():
 
 # %% [markdown]
 # A check that `Trainer` is our loop: it seeds its minibatch order with
-# `default_rng([seed, 1])` and its noise with `make_rng(seed + 2)`, as `train_by_hand` did,
+# `default_rng([seed, 1])` and its noise with `make_rng([seed, 2])`, as `train_by_hand` did,
 # so its `vd-b` run must end at the same weights.
 
 # %%

@@ -65,7 +65,8 @@ def load_digits(fast: bool, n_train: int, n_valid: int, n_test: int, seed: int =
         try:
             d = load_mnist()
             return Dataset(d.x_train[:n_train], d.y_train[:n_train], d.x_valid[:n_valid],
-                           d.y_valid[:n_valid], d.x_test[:n_test], d.y_test[:n_test], "mnist")
+                           d.y_valid[:n_valid], d.x_test[:n_test], d.y_test[:n_test], "mnist",
+                           n_classes=10)
         except DataError as exc:
             print(f"MNIST unavailable ({str(exc).splitlines()[0]}): using generated digits")
     xs, ys = generated_digits(n_train + n_valid + n_test, seed)
