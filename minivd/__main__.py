@@ -14,14 +14,23 @@ from .model import METHODS, MODELS
 from .train import NonFiniteLossError, TrainConfig, Trainer
 
 
-def _positive_int(s: str) -> int:
+def _int_from(s: str, least: int) -> int:
+    what = "a positive integer" if least == 1 else f"an integer ≥ {least}"
     try:
         v = int(s)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {s!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {v}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {s!r}") from None
+    if v < least:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {v}")
     return v
+
+
+def _positive_int(s: str) -> int:
+    return _int_from(s, 1)
+
+
+def _nonneg_int(s: str) -> int:
+    return _int_from(s, 0)
 
 
 def _nonneg_float(s: str) -> float:
@@ -35,14 +44,13 @@ def _nonneg_float(s: str) -> float:
 
 
 def _positive_float(s: str) -> float:
-    v = _nonneg_float(s)
+    try:
+        v = _nonneg_float(s)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(str(exc).replace("≥ 0", "> 0")) from None
     if v == 0:
         raise argparse.ArgumentTypeError("must be > 0")
     return v
-
-
-def _nonneg_int(s: str) -> int:
-    return 0 if s.strip() == "0" else _positive_int(s)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -116,6 +124,8 @@ def _check_outputs(args: argparse.Namespace, out: Path, metrics: Path,
             (legacy / "checkpoint.npz").exists():
         raise ValueError(f"no checkpoint at {ckpt}, but one under the name earlier versions "
                          f"gave OUT is at {legacy}: resume it with --out {legacy}")
+    if args.resume and not ckpt.exists():  # before any folder is made
+        raise ValueError(f"--resume: no checkpoint at {ckpt}")
     if metrics.is_dir():
         raise ValueError(f"--metrics {metrics} is a folder; give a file path")
     own = {(out / f).resolve(): f for f in ("checkpoint.npz", "curves.png", "log_alpha.png")}
@@ -170,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
     except (BackendUnavailableError, CheckpointError, DataError, NonFiniteLossError,
             ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print(f"error: out of memory (model {cfg.model}, width {cfg.width}, depth {cfg.depth}, "
+              f"batch {cfg.batch}); try a smaller --width, --depth or --batch", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 128 + (getattr(trainer, "stopped_by", 0) or 2)  # 130 for SIGINT, 143 SIGTERM

@@ -31,7 +31,14 @@ _pool: ThreadPoolExecutor | None = None
 
 def num_threads() -> int:
     """Threads used by :func:`rowwise`: ``MINIVD_NUM_THREADS`` or the number of CPUs."""
-    return max(1, int(os.environ.get("MINIVD_NUM_THREADS", os.cpu_count() or 1)))
+    v = os.environ.get("MINIVD_NUM_THREADS")
+    if v is None:
+        return os.cpu_count() or 1
+    try:
+        return max(1, int(v))
+    except ValueError:
+        raise ValueError(f"MINIVD_NUM_THREADS must be a whole number of threads, got {v!r}"
+                         ) from None
 
 
 def _get_pool() -> ThreadPoolExecutor:

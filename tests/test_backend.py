@@ -136,3 +136,13 @@ def test_rowwise_sums_are_the_same_bits_for_any_threads(monkeypatch):
         for _ in range(10):
             got = _rowwise.rowwise(lambda b: np.exp(b / 4).sum(), a)
             assert got.dtype == np.float32 and got == want
+
+
+def test_a_thread_count_that_is_not_a_number_is_named(monkeypatch):
+    from minivd import _rowwise
+
+    monkeypatch.setenv("MINIVD_NUM_THREADS", "abc")
+    with pytest.raises(ValueError, match="MINIVD_NUM_THREADS must be a whole number.*'abc'"):
+        _rowwise.num_threads()
+    monkeypatch.setenv("MINIVD_NUM_THREADS", "0")
+    assert _rowwise.num_threads() == 1

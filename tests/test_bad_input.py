@@ -280,3 +280,39 @@ def test_weight_noise_ops_name_a_missing_variance_or_noise(op, missing):
     args[missing] = None
     with pytest.raises(TypeError, match=f"{missing} must be a NumPy or CuPy array"):
         fn(**args)
+
+
+# ---- layer construction and the KL scale (found by probing, session 9) ------------------
+@pytest.mark.parametrize("kw, match", [
+    (dict(sparse=True, learn_alpha=False), "neither learn_alpha=False nor a shared alpha_per"),
+    (dict(sparse=True, alpha_per="unit"), "neither learn_alpha=False nor a shared alpha_per"),
+    (dict(sparse=True, log_sigma2_init=np.nan), "log_sigma2_init must be a finite number"),
+    (dict(sparse=True, log_sigma2_init=np.inf), "log_sigma2_init must be a finite number")])
+def test_sparse_layers_refuse_settings_they_would_ignore(kw, match):
+    with pytest.raises(ValueError, match=match):
+        VariationalDense(3, 2, **kw)
+
+
+@pytest.mark.parametrize("layer", [lambda: VariationalDense(3, 2, seed=0),
+                                   lambda: VariationalDense(3, 2, sparse=True, seed=0),
+                                   lambda: GaussianDropout(3, learn_alpha=True)])
+@pytest.mark.parametrize("scale", [np.nan, np.inf, -1.0, None, "1"])
+def test_layers_refuse_a_kl_scale_that_is_not_a_finite_number(layer, scale):
+    lay = layer()
+    x = np.random.default_rng(0).random((4, 3), dtype=f32)
+    out = lay.forward(x, rng=make_rng(0))
+    before = {k: v.copy() for k, v in lay.params.items()}
+    for call in (lambda: lay.kl_backward(scale),
+                 lambda: lay.backward_with_kl(np.ones_like(out), scale)):
+        with pytest.raises(ValueError, match=r"KL scale \(β/N\) must be a finite number ≥ 0"):
+            call()
+    assert all(np.array_equal(v, before[k]) for k, v in lay.params.items())
+
+
+def test_m17_backward_refuses_an_upstream_gradient_of_another_dtype():
+    theta = np.random.default_rng(0).standard_normal((3, 2)).astype(f32)
+    _, cache = F.m17_variance_forward(theta, np.full((3, 2), -4.0, f32))
+    for name, args in (("dvar", (np.ones((3, 2)), None)), ("dlog_alpha", (None, np.ones((3, 2)))),
+                       ("dvar", (np.ones((3, 2), np.int32), None))):
+        with pytest.raises(TypeError, match=name):
+            F.m17_variance_backward(*args, cache)

@@ -98,6 +98,7 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
     f = blobs_file(tmp_path / "blobs.npz")
     rc = main(["train", "--data-file", str(f), "--out", str(tmp_path / "r"), "--resume"])
     assert rc == 1 and "no checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # refused before any folder is made
 
 
 def test_an_existing_checkpoint_is_never_replaced_silently(tmp_path, capsys):

@@ -159,10 +159,10 @@ def m17_variance_backward(dvar: Any, dlog_alpha: Any, cache: M17Cache) -> tuple[
     dlog_sigma2 = xp.zeros_like(theta)
     dtheta = xp.zeros_like(theta)
     if dvar is not None:
-        check_shape("dvar", dvar, theta.shape, "same as theta")
+        check_upstream("dvar", dvar, theta.shape, "same as theta", like=theta)
         dlog_sigma2 += dvar * var  # step 1
     if dlog_alpha is not None:
-        check_shape("dlog_alpha", dlog_alpha, theta.shape, "same as theta")
+        check_upstream("dlog_alpha", dlog_alpha, theta.shape, "same as theta", like=theta)
         dlog_sigma2 += dlog_alpha  # step 2
         dtheta -= 2 * dlog_alpha * theta / theta2_eps  # step 3
     return dtheta, dlog_sigma2

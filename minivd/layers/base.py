@@ -11,7 +11,7 @@ import numpy as np
 
 from .._rowwise import rowwise
 from ..backend import backend_name, get_xp, resolve_backend
-from ..functional._checks import FLOATS
+from ..functional._checks import FLOATS, is_real
 
 __all__ = ["Layer", "init_generator", "p_to_log_alpha", "clip_to_bounds"]
 
@@ -114,6 +114,13 @@ class Layer:
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}={tuple(v.shape)}" for k, v in self.params.items())
         return f"{type(self).__name__}({shapes})"
+
+
+def check_kl_scale(scale: Any) -> float:
+    """The KL gradient's scale (β/N) as a Python float: a finite real number ≥ 0."""
+    if not (is_real(scale) and math.isfinite(scale) and scale >= 0):
+        raise ValueError(f"the KL scale (β/N) must be a finite number ≥ 0, got {scale!r}")
+    return float(scale)
 
 
 def need_grad(grads: dict, key: str, owner: str) -> Any:

@@ -20,7 +20,15 @@ from ..functional import (
 from ..functional._checks import check_float
 from ..kl import K15_LOG_ALPHA_MAX, kl_k15, kl_k15_grad
 from ..random import standard_normal
-from .base import Layer, check_positive_int, init_generator, need_grad, p_to_log_alpha, place
+from .base import (
+    Layer,
+    check_kl_scale,
+    check_positive_int,
+    init_generator,
+    need_grad,
+    p_to_log_alpha,
+    place,
+)
 
 __all__ = ["Dense", "ReLU", "Dropout", "GaussianDropout", "Reshape"]
 
@@ -187,9 +195,10 @@ class GaussianDropout(Layer):
         return kl_k15(self.params["log_alpha"]).sum() * self._copies()
 
     def kl_backward(self, scale: float) -> None:
+        scale = check_kl_scale(scale)
         if self.learn_alpha:
             need_grad(self.grads, "log_alpha", "GaussianDropout")
-            self.grads["log_alpha"] += (float(scale) * self._copies()) * kl_k15_grad(
+            self.grads["log_alpha"] += (scale * self._copies()) * kl_k15_grad(
                 self.params["log_alpha"])
 
     def bounds(self) -> dict[str, tuple[float | None, float | None]]:

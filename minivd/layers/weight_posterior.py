@@ -8,6 +8,7 @@ dense and the conv layer differ only in the op they call and the shape of ``log 
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -22,6 +23,7 @@ from ..functional import (
     m17_variance_backward,
     m17_variance_forward,
 )
+from ..functional._checks import is_real
 from ..functional.posterior import K15Cache, M17Cache, k15_backward_kernel
 from ..kl import (
     K15_LOG_ALPHA_MAX,
@@ -31,7 +33,7 @@ from ..kl import (
     kl_m17_grad,
     kl_m17_grad_kernel,
 )
-from .base import Layer, need_grad, p_to_log_alpha, place
+from .base import Layer, check_kl_scale, need_grad, p_to_log_alpha, place
 
 __all__ = ["WeightPosterior", "VariationalLayer", "SPARSE_LOG_ALPHA_THRESHOLD"]
 
@@ -92,6 +94,11 @@ class WeightPosterior:
     ) -> None:
         self.params = params
         self.sparse = bool(sparse)
+        if self.sparse and (not learn_alpha or tuple(alpha_shape) != tuple(theta0.shape)):
+            raise ValueError("sparse=True (M17) learns log σ² per weight: it takes neither "
+                             "learn_alpha=False nor a shared alpha_per")
+        if self.sparse and not (is_real(log_sigma2_init) and math.isfinite(log_sigma2_init)):
+            raise ValueError(f"log_sigma2_init must be a finite number, got {log_sigma2_init!r}")
         self.learn_alpha = bool(learn_alpha) or self.sparse
         params["theta"] = place(theta0, backend, dtype)
         if self.sparse:
@@ -133,7 +140,7 @@ class WeightPosterior:
         them for us); otherwise, or with ``minivd._fused.FUSE = False``, as the two plain calls.
         """
         if kl_scale is not None:
-            kl_scale = float(kl_scale)  # a NumPy float64 scale would promote the plain path
+            kl_scale = check_kl_scale(kl_scale)  # a float: NumPy's float64 would promote
             numpy = _fused.FUSE and isinstance(dw_var, np.ndarray)
             if (numpy and self.learn_alpha and not self.sparse
                     and isinstance(map_cache, K15Cache)
@@ -236,9 +243,9 @@ class WeightPosterior:
         and M17 its ``log α``: like the data gradient, the KL gradient is then taken at the
         forward pass's parameters (call it before the optimiser step, as training does).
         """
+        scale = check_kl_scale(scale)
         if not self.learn_alpha:
             return
-        scale = float(scale)
         if self.sparse:
             need_grad(grads, "theta", "the sparse layer")
             need_grad(grads, "log_sigma2", "the sparse layer")
@@ -317,6 +324,7 @@ class VariationalLayer(Layer):
         fused into one where the posterior can (see :meth:`WeightPosterior.backward`).
         ``need_dx=False`` lets the samplers in ``_SKIPS_DX`` skip the input gradient (and
         return None)."""
+        scale = check_kl_scale(scale)  # before any gradient is written
         if self._need_cache().sampler == "mean":
             dx = self._backward(dout, None, need_dx)
             self.kl_backward(scale)
