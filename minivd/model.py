@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from .backend import get_xp
 from .functional import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 from .functional._checks import is_real
 from .layers import (
@@ -117,9 +118,13 @@ class Sequential:
         return {name: p for name, p, _ in self.parameters()}
 
     def load_state(self, arrays: dict[str, Any]) -> None:
-        """Copy ``arrays`` into the parameters; every name and shape must match exactly."""
+        """Copy ``arrays`` into the parameters; every name, shape and dtype must match exactly
+        (no silent cast), and the values must be finite."""
         own = self.state()
-        check_matching("parameters", arrays, own)
+        check_matching("parameters", arrays, own, dtype=True)
+        for name, a in arrays.items():
+            if not bool(get_xp(a).isfinite(a).all()):
+                raise ValueError(f"parameters: {name} holds NaN or inf")
         for name, p in own.items():
             p[...] = arrays[name]
 
