@@ -29,7 +29,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .backend import asarray, backend_name, resolve_backend, synchronizer
+from .backend import asarray, backend_name, get_xp, resolve_backend, synchronizer
 from .batches import iterate_minibatches
 from .checkpoint import CheckpointError, fingerprint, load_checkpoint, save_checkpoint
 from .evaluate import check_split, evaluate
@@ -43,7 +43,8 @@ __all__ = ["TrainConfig", "Trainer", "NonFiniteLossError"]
 
 
 class NonFiniteLossError(RuntimeError):
-    """The loss became NaN or infinite; the message names the step."""
+    """The loss (or, caught when a checkpoint is due, a parameter) became NaN or infinite;
+    the message names the step."""
 
 
 # keys of the config that must match for --resume (the rest, e.g. epochs, may change)
@@ -127,6 +128,18 @@ class Trainer:
         return self.out / "checkpoint.npz"
 
     def save(self) -> Path:
+        """Write ``out/checkpoint.npz`` (atomically). Parameters that hold NaN or inf (a
+        gradient that was not finite although the loss was) raise
+        :class:`NonFiniteLossError` instead: the last good checkpoint is never replaced by
+        one that cannot be resumed."""
+        bad = [k for k, v in self.model.state().items() if not bool(get_xp(v).isfinite(v).all())]
+        if bad:
+            kept = (f"the last good checkpoint is kept at {self.checkpoint_path}" if self._saved
+                    else "no checkpoint written")
+            raise NonFiniteLossError(
+                f"parameters {bad} hold NaN or inf after step {self.step} (epoch "
+                f"{self.epoch + (self.batch_index > 0)}): a gradient was not finite; {kept}. "
+                f"Try a smaller --lr")
         arrays = {f"param/{k}": v for k, v in self.model.state().items()}
         arrays.update({f"opt/{k}": v for k, v in self.opt.state_arrays().items()})
         if self.avg:

@@ -236,3 +236,22 @@ def test_the_class_count_comes_from_the_data_set_not_the_labels_present(tmp_path
     assert t.model.state()["2.VariationalDense.theta"].shape == (8, 9)
     with pytest.raises(ValueError, match="declares 5 classes but holds labels up to 8"):
         trainer(TrainConfig(**CFG), data._replace(n_classes=5), tmp_path / "c")
+
+
+def test_non_finite_parameters_never_replace_the_last_good_checkpoint(tmp_path):
+    # a gradient that is NaN while the loss is finite would make the parameters NaN; the save
+    # at the end of the epoch (or on Ctrl-C) refuses them and keeps the epoch-1 checkpoint
+    t = trainer(TrainConfig(**{**CFG, "epochs": 2}), xor_data(n=200), tmp_path)
+
+    def poison(tr):
+        if tr.epoch == 2:
+            tr.model.layers[0].params["theta"][0, 0] = np.nan
+
+    t.cfg.epochs = 1
+    t.fit()
+    good = t.checkpoint_path.read_bytes()
+    t.cfg.epochs = 2
+    with pytest.raises(NonFiniteLossError, match=r"hold NaN or inf after step 8 \(epoch 2\).*"
+                                                 "the last good checkpoint is kept"):
+        t.fit(on_epoch=poison)
+    assert t.checkpoint_path.read_bytes() == good
