@@ -29,12 +29,12 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from .backend import asarray, backend_name, get_xp, resolve_backend, synchronizer
+from ._resume_checks import checked_state, empty_epoch_part
+from .backend import backend_name, get_xp, resolve_backend, synchronizer
 from .batches import iterate_minibatches
 from .checkpoint import CheckpointError, fingerprint, load_checkpoint, save_checkpoint
 from .evaluate import check_split, evaluate
-from .functional._checks import is_real
-from .model import Sequential, build_model, check_matching
+from .model import Sequential, build_model
 from .optim import SGD, Adam, ParameterAverage, constant_lr, linear_decay_lr
 from .random import make_rng
 from .train_config import TrainConfig
@@ -47,15 +47,6 @@ class NonFiniteLossError(RuntimeError):
     the message names the step."""
 
 
-# keys of the config that must match for --resume (the rest, e.g. epochs, may change)
-_RESUME_KEYS = ("dataset", "model", "width", "depth", "method", "batch", "seed", "train_limit",
-                "optimizer", "polyak")
-
-
-_HISTORY_KEYS = ("epoch", "seconds", "train_ce", "train_loss", "kl", "valid_error")
-"""The fields of every epoch's record in ``history`` (``fit``'s ``on_epoch`` may add more)."""
-
-
 def _n_classes(data: Any) -> int:
     """The model's outputs: the data set's declared class count, checked against its labels,
     or (undeclared) one more than the largest label."""
@@ -66,11 +57,6 @@ def _n_classes(data: Any) -> int:
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or top >= n:
         raise ValueError(f"the data set declares {n!r} classes but holds labels up to {top}")
     return int(n)
-
-
-def _empty_epoch_part() -> dict:
-    """An epoch's steps so far before its first step: seconds, cross-entropy sum and count."""
-    return {"seconds": 0.0, "ce_sum": 0.0, "ce_count": 0}
 
 
 class Trainer:
@@ -117,7 +103,7 @@ class Trainer:
         self.epoch_start_state = self.shuffle_rng.bit_generator.state
         # the current epoch's steps so far: seconds, and the cross-entropy's sum and count
         # (checkpointed, so an epoch stopped and resumed reports all of its steps)
-        self.epoch_part = _empty_epoch_part()
+        self.epoch_part = empty_epoch_part()
         self.history: list[dict] = []
         self._stop = self.stopped_by = 0  # a signal's number once one asks to stop
         self._saved = False  # whether out/checkpoint.npz is this run's (saved or resumed)
@@ -162,7 +148,7 @@ class Trainer:
         path = self.checkpoint_path
         arrays, meta = load_checkpoint(path)
         try:
-            plan = self._checked_state(arrays, meta)
+            plan = checked_state(self, arrays, meta)
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise CheckpointError(f"{path} cannot be resumed here: {type(exc).__name__}: "
                                   f"{exc}") from None
@@ -174,7 +160,7 @@ class Trainer:
         self.epoch, self.batch_index, self.step = meta["epoch"], meta["batch_index"], meta["step"]
         self.epoch_start_state = meta["epoch_start_state"]
         self.history = meta["history"]
-        self.epoch_part = meta.get("epoch_part", _empty_epoch_part())
+        self.epoch_part = meta.get("epoch_part", empty_epoch_part())
         if "epoch_part" not in meta and self.batch_index:
             print(f"note: {path} predates the record of a stopped epoch's steps so far: epoch "
                   f"{self.epoch + 1} will report only its steps after this resume",
@@ -191,78 +177,6 @@ class Trainer:
                   "the data is the same cannot be checked", file=self.log)
         print(f"resumed from {path} at epoch {self.epoch + 1}, batch {self.batch_index}",
               file=self.log)
-
-    def _checked_state(self, arrays: dict[str, np.ndarray], meta: Any) -> tuple:
-        """The checkpoint's ``(params, opt_state, avg, meta)`` on this backend, after every
-        check; raises CheckpointError (a mismatch) or Key/Type/ValueError (damage)."""
-        path = self.checkpoint_path
-        if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
-            raise ValueError("its metadata has no config")
-        old = meta["config"]
-        diff = {k: (old.get(k), getattr(self.cfg, k)) for k in _RESUME_KEYS
-                if old.get(k) != getattr(self.cfg, k)}
-        if diff:
-            raise CheckpointError(f"{path} was made with other settings "
-                                  f"(checkpoint vs now): {diff}")
-        data = meta.get("data")  # absent in checkpoints written before it was recorded
-        if data is not None and data != self.data_id:
-            raise CheckpointError(
-                f"{path} was trained on other data ({data['n_train']} training examples, "
-                f"sha256 {data['sha256'][:12]}…; now {self.data_id['n_train']}, "
-                f"{self.data_id['sha256'][:12]}…): same name, other contents")
-        for key, kind in (("epoch", int), ("batch_index", int), ("step", int), ("opt_t", int),
-                          ("history", list), ("epoch_start_state", dict)):
-            if not isinstance(meta[key], kind) or isinstance(meta[key], bool):
-                raise TypeError(f"metadata {key!r} is {meta[key]!r}, expected {kind.__name__}")
-        if not (0 <= meta["batch_index"] < self.steps_per_epoch and meta["epoch"] >= 0
-                and meta["opt_t"] == meta["step"] >= 0):
-            raise ValueError(f"position epoch {meta['epoch']}, batch {meta['batch_index']}, "
-                             f"step {meta['step']}, optimiser step {meta['opt_t']} does not "
-                             f"fit {self.steps_per_epoch} steps per epoch")
-        if meta["noise_state"] is not None and not isinstance(meta["noise_state"], dict):
-            raise TypeError(f"metadata 'noise_state' is {meta['noise_state']!r}")
-        for key in ("epoch_start_state", "noise_state"):  # set on a scratch generator first
-            if meta[key] is not None:
-                try:
-                    np.random.PCG64().state = meta[key]
-                except (TypeError, ValueError, KeyError) as exc:
-                    raise ValueError(f"metadata {key!r} is not a PCG64 state ({exc})") from None
-        keys = set(_HISTORY_KEYS)
-        if len(meta["history"]) != meta["epoch"] or not all(
-                isinstance(h, dict) and keys <= set(h) and all(
-                    is_real(h[k]) for k in keys) for h in meta["history"]):
-            raise ValueError(f"metadata 'history' is not {meta['epoch']} epoch records with "
-                             f"the fields {sorted(keys)}")
-        part = meta.get("epoch_part")  # absent in checkpoints written before it was recorded
-        if part is not None and not (
-                isinstance(part, dict) and set(part) == set(_empty_epoch_part())
-                and all(is_real(v) and math.isfinite(v) and v >= 0 for v in part.values())
-                and isinstance(part["ce_count"], int) and part["ce_count"] <= meta["batch_index"]):
-            raise ValueError(f"metadata 'epoch_part' is {part!r}")
-        groups: dict[str, dict[str, np.ndarray]] = {"param": {}, "opt": {}, "avg": {}}
-        for key, a in arrays.items():
-            g, _, name = key.partition("/")
-            if g not in groups or not name:
-                raise ValueError(f"unexpected array {key!r}")
-            groups[g][name] = a
-        own = self.model.state()
-        expect = {"param": own,
-                  "opt": {f"{n}/{k}": p for n, p in own.items() for k in self.opt.STATE_KEYS}
-                  if meta["opt_t"] else {},
-                  "avg": own if self.avg and meta["step"] else {}}
-        for g, want in expect.items():
-            got = groups[g]
-            check_matching(f"{g} arrays", got, want, dtype=True)
-            for name, a in got.items():
-                if not np.isfinite(a).all():
-                    raise ValueError(f"{g}/{name} holds NaN or inf")
-                lo, hi = self.bounds.get(name, (None, None)) if g != "opt" else (None, None)
-                if (lo is not None and (a < lo).any()) or (hi is not None and (a > hi).any()):
-                    raise ValueError(f"{g}/{name} lies outside its bounds [{lo}, {hi}]")
-                if g == "opt" and name.endswith("/v") and (a < 0).any():
-                    raise ValueError(f"{g}/{name} (a second moment) holds negative values")
-        on = {g: {n: asarray(a, self.xp) for n, a in got.items()} for g, got in groups.items()}
-        return on["param"], on["opt"], on["avg"], meta
 
     # -- training -------------------------------------------------------------------------
     def _on_signal(self, signum: int, frame: Any) -> None:
@@ -361,7 +275,7 @@ class Trainer:
                 # the next epoch starts here: a checkpoint saved from now on (even one that
                 # ``on_epoch`` interrupts) resumes at its first batch with its own permutation
                 self.epoch, self.batch_index = self.epoch + 1, 0
-                self.epoch_part = _empty_epoch_part()
+                self.epoch_part = empty_epoch_part()
                 self.epoch_start_state = self.shuffle_rng.bit_generator.state
                 if on_epoch is not None:
                     on_epoch(self)
