@@ -20,9 +20,13 @@ __all__ = ["rel_error", "numerical_vjp", "check_vjp"]
 
 
 def rel_error(a: Any, b: Any) -> float:
-    """``max|a − b| / max(|a| + |b|)`` over the whole array (0 when both are all zero)."""
-    a = np.asarray(to_numpy(a), dtype=np.float64)
-    b = np.asarray(to_numpy(b), dtype=np.float64)
+    """``max|a − b| / max(|a| + |b|)`` over the whole array (0 when both are all zero; NaN
+    when either holds NaN, so a check against a tolerance fails)."""
+    a, b = np.asarray(to_numpy(a)), np.asarray(to_numpy(b))
+    for name, v in (("a", a), ("b", b)):
+        if v.dtype.kind not in "biuf":
+            raise TypeError(f"rel_error: {name} must be real numbers, got dtype {v.dtype}")
+    a, b = a.astype(np.float64), b.astype(np.float64)
     if a.shape != b.shape:
         raise ValueError(f"rel_error: shapes differ, {a.shape} vs {b.shape}")
     den = float(np.max(np.abs(a) + np.abs(b))) if a.size else 0.0
@@ -77,6 +81,9 @@ def numerical_vjp(
         wrt = [i for i, a in enumerate(args) if hasattr(a, "shape")]
     grads = []
     for i in wrt:
+        if not (isinstance(i, (int, np.integer)) and -len(args) <= i < len(args)):
+            raise ValueError(f"numerical_vjp: wrt holds {i!r}, not the index of one of the "
+                             f"{len(args)} arguments")
         x = args[i]
         if not hasattr(x, "dtype") or x.dtype != np.float64:
             got = getattr(x, "dtype", type(x).__name__)

@@ -229,6 +229,18 @@ def test_numerical_vjp_checks_douts_and_step():
         numerical_vjp(lambda v: 2 * v, [a], np.ones(3), h=0)
     with pytest.raises(TypeError, match="must be a float64 array"):
         numerical_vjp(lambda v, s: v * s, [a, 2.0], np.ones(3), wrt=[1])
+    for wrt in ([5], [1.0], ["0"]):
+        with pytest.raises(ValueError, match="not the index of one of the 1 arguments"):
+            numerical_vjp(lambda v: 2 * v, [a], np.ones(3), wrt=wrt)
+
+
+def test_rel_error_takes_real_numbers_only():
+    from minivd.gradcheck import rel_error
+
+    assert rel_error([1, 2], [1, 2.5]) == pytest.approx(0.5 / 4.5)
+    assert np.isnan(rel_error(np.array([np.nan]), np.array([1.0])))  # fails any tolerance
+    with pytest.raises(TypeError, match="a must be real numbers, got dtype complex128"):
+        rel_error(1j, 0)  # the imaginary part used to be dropped with a warning
 
 
 @pytest.mark.parametrize("rng", [0, np.random.RandomState(0), "seed"])
