@@ -93,7 +93,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     t.add_argument("--overwrite", action="store_true",
                    help="start afresh in an OUT that holds a checkpoint: its checkpoint, "
-                        "metrics.json and plots are removed first")
+                        "metrics.json and plots are removed once the new run has passed "
+                        "its checks")
     t.add_argument("--metrics", type=Path, default=None, help="(default OUT/metrics.json)")
     return ap
 
@@ -182,8 +183,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except MemoryError:
-        print(f"error: out of memory (model {cfg.model}, width {cfg.width}, depth {cfg.depth}, "
-              f"batch {cfg.batch}); try a smaller --width, --depth or --batch", file=sys.stderr)
+        size = (f"width {cfg.width}, depth {cfg.depth}, " if cfg.model == "mlp" else "")
+        print(f"error: out of memory (model {cfg.model}, {size}batch {cfg.batch}); try a "
+              f"smaller {'--width, --depth or ' if size else ''}--batch", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 128 + (getattr(trainer, "stopped_by", 0) or 2)  # 130 for SIGINT, 143 SIGTERM

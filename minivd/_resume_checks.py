@@ -64,10 +64,16 @@ def checked_state(self: Any, arrays: dict[str, np.ndarray], meta: Any) -> tuple:
     if meta["noise_state"] is not None and not isinstance(meta["noise_state"], dict):
         raise TypeError(f"metadata 'noise_state' is {meta['noise_state']!r}")
     for key in ("epoch_start_state", "noise_state"):  # set on a scratch generator first
-        if meta[key] is not None:
+        st = meta[key]
+        if st is not None:
+            inner = st.get("state")
+            if not (isinstance(inner, dict) and all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in inner.values())):
+                raise ValueError(f"metadata {key!r} is not a PCG64 state (its state and "
+                                 f"increment must be integers): {st!r}")
             try:
-                np.random.PCG64().state = meta[key]
-            except (TypeError, ValueError, KeyError) as exc:
+                np.random.PCG64().state = st
+            except (TypeError, ValueError, KeyError, OverflowError) as exc:
                 raise ValueError(f"metadata {key!r} is not a PCG64 state ({exc})") from None
     keys = set(HISTORY_KEYS)
     if len(meta["history"]) != meta["epoch"] or not all(

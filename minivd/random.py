@@ -29,8 +29,10 @@ def make_rng(seed: int | Sequence[int], xp: ModuleType | str = "numpy") -> Any:
     ``seed`` is a non-negative int or a sequence of them, such as ``[seed, 2]``: a stream of
     its own for each purpose (NumPy's ``SeedSequence`` hashes the list; on CuPy, whose
     generators take one int, the list is first hashed to one). Streams ``seed + k`` would
-    not be: the trainer initialises layer ``i`` from ``seed + i``. (``SeedSequence`` pads
-    with zeros, so ``[s, 0]`` is the stream of ``s``: give purposes non-zero keys.)
+    not be: the trainer initialises layer ``i`` from ``seed + i``. (``SeedSequence`` reads
+    an int as its 32-bit words, padded with zeros: ``[s, 0]`` is the stream of ``s``, so give
+    purposes non-zero keys, and ``[s, k]`` is that of ``s + k·2³²``, so keep int seeds below
+    2³², as the trainer's config does.)
     """
     keys = list(seed) if isinstance(seed, (list, tuple)) else [seed]
     if not keys or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0

@@ -41,6 +41,8 @@ class TrainConfig:
             if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < least:
                 raise ValueError(f"{name} must be an integer ≥ {least}, got {v!r}")
             setattr(self, name, int(v))  # NumPy integers too, stored as plain ints (JSON)
+        if self.seed >= 2**31:  # [seed, k] hashes as seed + k·2³²: keep int seeds clear of it
+            raise ValueError(f"seed must be < 2**31, got {self.seed}")
         for name in ("lr", "kl_delay", "kl_warmup", "lr_decay_start", "momentum", "polyak"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
@@ -55,9 +57,9 @@ class TrainConfig:
             raise ValueError(
                 f"lr_schedule must be 'constant' or 'linear', got {self.lr_schedule!r}")
         if self.lr_schedule == "linear" and not self.lr_decay_start < self.epochs:
-            raise ValueError(f"lr_decay_start ({self.lr_decay_start:g}) must come before the "
-                             f"last epoch (epochs = {self.epochs}): the linear schedule "
-                             "decays from there to 0 at the end")
+            raise ValueError(f"lr_decay_start ({self.lr_decay_start:g}) must be less than "
+                             f"epochs ({self.epochs}): the linear schedule decays from there "
+                             "to 0 at the end of training")
         if self.optimizer not in ("adam", "sgd"):
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if not 0 <= self.polyak < 1:

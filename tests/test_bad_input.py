@@ -296,29 +296,40 @@ def test_weight_noise_ops_name_a_missing_variance_or_noise(op, missing):
 
 # ---- layer construction and the KL scale (found by probing, session 9) ------------------
 @pytest.mark.parametrize("kw, match", [
-    (dict(sparse=True, learn_alpha=False), "neither learn_alpha=False nor a shared alpha_per"),
-    (dict(sparse=True, alpha_per="unit"), "neither learn_alpha=False nor a shared alpha_per"),
+    (dict(sparse=True, learn_alpha=False), "it takes no learn_alpha=False"),
+    (dict(sparse=True, alpha_per="unit"), "it takes no shared alpha_per, got 'unit'"),
+    (dict(d_in=1, sparse=True, alpha_per="unit"), "it takes no shared alpha_per"),
     (dict(sparse=True, log_sigma2_init=np.nan), "log_sigma2_init must be a finite number"),
     (dict(sparse=True, log_sigma2_init=np.inf), "log_sigma2_init must be a finite number")])
 def test_sparse_layers_refuse_settings_they_would_ignore(kw, match):
+    from minivd.layers import VariationalConv2D
+
+    kw = {"d_in": 3, **kw}
     with pytest.raises(ValueError, match=match):
-        VariationalDense(3, 2, **kw)
+        VariationalDense(kw.pop("d_in"), 2, **kw)
+    if "alpha_per" in kw:  # the conv layer's shared kinds are "channel" and "layer"
+        kw["alpha_per"] = "channel"
+        match = match.replace("'unit'", "'channel'")
+    with pytest.raises(ValueError, match=match):
+        VariationalConv2D(1, 2, 1, **kw)
 
 
 @pytest.mark.parametrize("layer", [lambda: VariationalDense(3, 2, seed=0),
                                    lambda: VariationalDense(3, 2, sparse=True, seed=0),
                                    lambda: GaussianDropout(3, learn_alpha=True)])
-@pytest.mark.parametrize("scale", [np.nan, np.inf, -1.0, None, "1"])
+@pytest.mark.parametrize("scale", [np.nan, np.inf, -np.inf, None, "1"])
 def test_layers_refuse_a_kl_scale_that_is_not_a_finite_number(layer, scale):
     lay = layer()
     x = np.random.default_rng(0).random((4, 3), dtype=f32)
     out = lay.forward(x, rng=make_rng(0))
-    before = {k: v.copy() for k, v in lay.params.items()}
+    lay.backward_with_kl(np.ones_like(out), 1e-3)  # gradients exist: a refused call keeps them
+    before = {k: v.copy() for k, v in lay.grads.items()}
+    out = lay.forward(x, rng=make_rng(1))
     for call in (lambda: lay.kl_backward(scale),
                  lambda: lay.backward_with_kl(np.ones_like(out), scale)):
-        with pytest.raises(ValueError, match=r"KL scale \(β/N\) must be a finite number ≥ 0"):
+        with pytest.raises(ValueError, match="the KL scale must be a finite number"):
             call()
-    assert all(np.array_equal(v, before[k]) for k, v in lay.params.items())
+    assert before and all(np.array_equal(v, before[k]) for k, v in lay.grads.items())
 
 
 def test_m17_backward_refuses_an_upstream_gradient_of_another_dtype():

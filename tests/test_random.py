@@ -115,13 +115,15 @@ def test_box_muller_refuses_an_out_it_cannot_fill(out):
 
 
 def test_a_list_seed_is_a_stream_of_its_own():
-    # [seed, k] hashes the list: not the stream of any int seed, in particular not seed + k,
-    # which initialises layer k (the trainer's noise is [seed, 2], its Monte-Carlo [seed, 3])
+    # [seed, k] hashes the list: not the stream of seed + k, which initialises layer k (the
+    # trainer's noise is [seed, 2], its Monte-Carlo [seed, 3]), nor of any int below 2³²
+    # (SeedSequence reads an int as 32-bit words: [3, 2] is the stream of 3 + 2·2³²)
     draw = lambda s: minivd.make_rng(s).random(8)  # noqa: E731
     np.testing.assert_array_equal(draw([3, 2]), draw([3, 2]))
     np.testing.assert_array_equal(draw([3, 2]), np.random.default_rng([3, 2]).random(8))
     assert not any(np.array_equal(draw([3, 2]), draw(s)) for s in (3, 5, [3, 1], [3, 3], [2, 3]))
     np.testing.assert_array_equal(draw([3]), draw(3))
+    np.testing.assert_array_equal(draw([3, 2]), draw(3 + 2 * 2**32))  # why seeds stay < 2³²
     for bad in ([], [1, -1], [1, 2.0], (True,), -1, "3"):
         with pytest.raises(ValueError, match="non-negative int or a non-empty sequence"):
             minivd.make_rng(bad)

@@ -29,7 +29,8 @@ CFG = dict(dataset="xor", width=8, depth=1, method="vd-b", epochs=1, batch=50)
     (dict(seed=-1), "seed must be an integer ≥ 0"), (dict(mc_samples=2.5), "mc_samples"),
     (dict(kl_delay=float("nan")), "kl_delay must be a finite"), (dict(batch=True), "batch"),
     (dict(lr=float("inf")), "lr must be a finite"), (dict(momentum=-0.1), "momentum"),
-    (dict(lr_schedule="linear", lr_decay_start=5, epochs=5), "must come before the last")])
+    (dict(lr_schedule="linear", lr_decay_start=5, epochs=5), "must be less than epochs"),
+    (dict(seed=2**31), "seed must be < 2")])
 def test_config_rejects_non_integers_and_non_finite_numbers(kw, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kw).check()

@@ -78,6 +78,7 @@ class Layer:
         return None
 
     def backward_with_kl(self, dout: Any, scale: float, need_dx: bool = True) -> Any:
+        scale = check_kl_scale(scale)  # before any gradient is written
         dx = self.backward(dout)
         self.kl_backward(scale)
         return dx
@@ -117,9 +118,11 @@ class Layer:
 
 
 def check_kl_scale(scale: Any) -> float:
-    """The KL gradient's scale (β/N) as a Python float: a finite real number ≥ 0."""
-    if not (is_real(scale) and math.isfinite(scale) and scale >= 0):
-        raise ValueError(f"the KL scale (β/N) must be a finite number ≥ 0, got {scale!r}")
+    """The KL gradient's scale as a Python float: a finite real number. Training passes
+    β/N ≥ 0 (``Sequential`` checks that); a layer takes any sign, as ``kl_backward`` is the
+    VJP of the KL with ``scale`` as its upstream gradient (the gradient checks use both)."""
+    if not (is_real(scale) and math.isfinite(scale)):
+        raise ValueError(f"the KL scale must be a finite number, got {scale!r}")
     return float(scale)
 
 

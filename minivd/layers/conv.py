@@ -138,7 +138,10 @@ class VariationalConv2D(VariationalLayer):
         shapes = {"weight": shape, "channel": (shape[0], 1, 1, 1), "layer": (1, 1, 1, 1)}
         if alpha_per not in shapes:
             raise ValueError(f"alpha_per must be one of {tuple(shapes)}, got {alpha_per!r}")
-        self.alpha_per = "weight" if sparse else alpha_per
+        if sparse and alpha_per != "weight":
+            raise ValueError("sparse=True (M17) learns log σ² per weight: it takes no shared "
+                             f"alpha_per, got {alpha_per!r}")
+        self.alpha_per = alpha_per
         self.posterior = WeightPosterior(
             self.params, _he_normal(seed, shape), alpha_shape=shapes[alpha_per], p=p,
             learn_alpha=learn_alpha, sparse=sparse, log_sigma2_init=log_sigma2_init,

@@ -105,7 +105,10 @@ class VariationalDense(VariationalLayer):
         shapes = {"weight": (d_in, d_out), "unit": (1, d_out), "layer": (1, 1)}
         if alpha_per not in shapes:
             raise ValueError(f"alpha_per must be one of {tuple(shapes)}, got {alpha_per!r}")
-        self.alpha_per = "weight" if sparse else alpha_per
+        if sparse and alpha_per != "weight":
+            raise ValueError("sparse=True (M17) learns log σ² per weight: it takes no shared "
+                             f"alpha_per, got {alpha_per!r}")
+        self.alpha_per = alpha_per
         theta0 = init_generator(seed).standard_normal((d_in, d_out)) * math.sqrt(2.0 / d_in)
         self.posterior = WeightPosterior(
             self.params, theta0, alpha_shape=shapes[alpha_per], p=p, learn_alpha=learn_alpha,

@@ -94,9 +94,9 @@ class WeightPosterior:
     ) -> None:
         self.params = params
         self.sparse = bool(sparse)
-        if self.sparse and (not learn_alpha or tuple(alpha_shape) != tuple(theta0.shape)):
-            raise ValueError("sparse=True (M17) learns log σ² per weight: it takes neither "
-                             "learn_alpha=False nor a shared alpha_per")
+        if self.sparse and not learn_alpha:
+            raise ValueError("sparse=True (M17) learns log σ² per weight: it takes no "
+                             "learn_alpha=False")
         if self.sparse and not (is_real(log_sigma2_init) and math.isfinite(log_sigma2_init)):
             raise ValueError(f"log_sigma2_init must be a finite number, got {log_sigma2_init!r}")
         self.learn_alpha = bool(learn_alpha) or self.sparse
