@@ -24,7 +24,8 @@ from .layers import (
     VariationalDense,
 )
 
-__all__ = ["Sequential", "METHODS", "MODELS", "build_model", "build_mlp", "check_matching"]
+__all__ = ["Sequential", "METHODS", "MODELS", "build_model", "build_mlp", "check_matching",
+           "non_finite"]
 
 METHODS = ("none", "dropout", "gaussian-a", "gaussian-b", "vd-a", "vd-a2", "vd-b", "sparse-vd")
 """K15's seven methods (no dropout, binary dropout, Gaussian A/B, variational A/A2/B) and M17."""
@@ -44,6 +45,11 @@ def check_matching(what: str, got: dict[str, Any], want: dict[str, Any], *,
         if tuple(a.shape) != tuple(p.shape) or (dtype and a.dtype != p.dtype):
             raise ValueError(f"{what}: {name} is {a.dtype} {tuple(a.shape)}, the model needs "
                              f"{p.dtype} {tuple(p.shape)}")
+
+
+def non_finite(arrays: dict[str, Any]) -> list[str]:
+    """The names of the arrays (NumPy or CuPy) that hold NaN or inf."""
+    return [name for name, a in arrays.items() if not bool(get_xp(a).isfinite(a).all())]
 
 
 class Sequential:
@@ -122,9 +128,9 @@ class Sequential:
         (no silent cast), and the values must be finite."""
         own = self.state()
         check_matching("parameters", arrays, own, dtype=True)
-        for name, a in arrays.items():
-            if not bool(get_xp(a).isfinite(a).all()):
-                raise ValueError(f"parameters: {name} holds NaN or inf")
+        bad = non_finite(arrays)
+        if bad:
+            raise ValueError(f"parameters: {bad[0]} holds NaN or inf")
         for name, p in own.items():
             p[...] = arrays[name]
 

@@ -30,11 +30,11 @@ from typing import Any, TextIO
 import numpy as np
 
 from ._resume_checks import checked_state, empty_epoch_part
-from .backend import backend_name, get_xp, resolve_backend, synchronizer
+from .backend import backend_name, resolve_backend, synchronizer
 from .batches import iterate_minibatches
 from .checkpoint import CheckpointError, fingerprint, load_checkpoint, save_checkpoint
 from .evaluate import check_split, evaluate
-from .model import Sequential, build_model
+from .model import Sequential, build_model, non_finite
 from .optim import SGD, Adam, ParameterAverage, constant_lr, linear_decay_lr
 from .random import make_rng
 from .train_config import TrainConfig
@@ -118,7 +118,7 @@ class Trainer:
         gradient that was not finite although the loss was) raise
         :class:`NonFiniteLossError` instead: the last good checkpoint is never replaced by
         one that cannot be resumed."""
-        bad = [k for k, v in self.model.state().items() if not bool(get_xp(v).isfinite(v).all())]
+        bad = non_finite(self.model.state())
         if bad:
             kept = (f"the last good checkpoint is kept at {self.checkpoint_path}" if self._saved
                     else "no checkpoint written")
