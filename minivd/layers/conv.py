@@ -26,7 +26,7 @@ from ..functional.pooling import pair
 from ..random import standard_normal
 from .base import Layer, check_positive_int, init_generator, place
 from .variational_dense import check_sampler
-from .weight_posterior import VariationalLayer, WeightPosterior
+from .weight_posterior import VariationalLayer, WeightPosterior, alpha_shape
 
 __all__ = ["Conv2D", "VariationalConv2D", "MaxPool2D", "Flatten"]
 
@@ -135,15 +135,11 @@ class VariationalConv2D(VariationalLayer):
         shape = _kernel_shape(c_in, c_out, kernel_size)
         self.stride, self.padding = check_stride_padding(stride, padding)
         self.sampler = check_sampler(sampler)
-        shapes = {"weight": shape, "channel": (shape[0], 1, 1, 1), "layer": (1, 1, 1, 1)}
-        if alpha_per not in shapes:
-            raise ValueError(f"alpha_per must be one of {tuple(shapes)}, got {alpha_per!r}")
-        if sparse and alpha_per != "weight":
-            raise ValueError("sparse=True (M17) learns log σ² per weight: it takes no shared "
-                             f"alpha_per, got {alpha_per!r}")
+        la_shape = alpha_shape(alpha_per, {"weight": shape, "channel": (shape[0], 1, 1, 1),
+                                           "layer": (1, 1, 1, 1)}, sparse)
         self.alpha_per = alpha_per
         self.posterior = WeightPosterior(
-            self.params, _he_normal(seed, shape), alpha_shape=shapes[alpha_per], p=p,
+            self.params, _he_normal(seed, shape), alpha_shape=la_shape, p=p,
             learn_alpha=learn_alpha, sparse=sparse, log_sigma2_init=log_sigma2_init,
             backend=backend, dtype=dtype)
         if bias:

@@ -20,7 +20,7 @@ from ..functional import (
 from ..functional._checks import check_float
 from ..random import standard_normal
 from .base import check_positive_int, init_generator
-from .weight_posterior import VariationalLayer, WeightPosterior
+from .weight_posterior import VariationalLayer, WeightPosterior, alpha_shape
 
 __all__ = ["VariationalDense", "SAMPLERS", "check_sampler"]
 
@@ -102,16 +102,12 @@ class VariationalDense(VariationalLayer):
         super().__init__()
         d_in, d_out = check_positive_int("d_in", d_in), check_positive_int("d_out", d_out)
         self.sampler = check_sampler(sampler)
-        shapes = {"weight": (d_in, d_out), "unit": (1, d_out), "layer": (1, 1)}
-        if alpha_per not in shapes:
-            raise ValueError(f"alpha_per must be one of {tuple(shapes)}, got {alpha_per!r}")
-        if sparse and alpha_per != "weight":
-            raise ValueError("sparse=True (M17) learns log σ² per weight: it takes no shared "
-                             f"alpha_per, got {alpha_per!r}")
+        la_shape = alpha_shape(alpha_per, {"weight": (d_in, d_out), "unit": (1, d_out),
+                                        "layer": (1, 1)}, sparse)
         self.alpha_per = alpha_per
         theta0 = init_generator(seed).standard_normal((d_in, d_out)) * math.sqrt(2.0 / d_in)
         self.posterior = WeightPosterior(
-            self.params, theta0, alpha_shape=shapes[alpha_per], p=p, learn_alpha=learn_alpha,
+            self.params, theta0, alpha_shape=la_shape, p=p, learn_alpha=learn_alpha,
             sparse=sparse, log_sigma2_init=log_sigma2_init, backend=backend, dtype=dtype)
         if bias:
             self.params["b"] = self.params["theta"][0] * 0

@@ -58,6 +58,17 @@ SPARSE_LOG_ALPHA_THRESHOLD = 3.0
 """Sparse layers zero weights with ``log α ≥ 3`` (α ≈ 20, p ≈ 0.95) at evaluation."""
 
 
+def alpha_shape(alpha_per: str, shapes: dict[str, tuple], sparse: bool) -> tuple:
+    """The shape of ``log α`` that ``alpha_per`` names in ``shapes`` (the layer's kinds, the
+    full weight shape under ``"weight"``); sparse (M17) layers learn it per weight only."""
+    if alpha_per not in shapes:
+        raise ValueError(f"alpha_per must be one of {tuple(shapes)}, got {alpha_per!r}")
+    if sparse and alpha_per != "weight":
+        raise ValueError("sparse=True (M17) learns log σ² per weight: it takes no shared "
+                         f"alpha_per, got {alpha_per!r}")
+    return shapes[alpha_per]
+
+
 class WeightPosterior:
     """``q(w) = N(θ, σ²)``: K15 ``σ² = α θ²`` (learned or fixed ``log α`` of ``alpha_shape``)
     or, with ``sparse``, M17 ``σ² = exp(log σ²)`` per weight.
