@@ -8,6 +8,8 @@ import signal
 import threading
 from pathlib import Path
 
+from _variance import VarianceSums
+
 from minivd.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 __all__ = ["StopFlag", "stop_on_signals", "save_measuring", "load_measuring"]
@@ -44,25 +46,23 @@ def stop_on_signals(flag: StopFlag):
             signal.signal(sig, h)
 
 
-def save_measuring(path: Path, settings: dict | None, j: int, acc: tuple, host, rng,
+def save_measuring(path: Path, settings: dict | None, acc: VarianceSums, host, rng,
                    xp) -> None:
-    """Save an estimate after ``j`` minibatches: its sums, the generators' states (the noise
+    """Save an estimate in progress: its sums (``acc``), the generators' states (the noise
     generator's on NumPy only) and ``settings``, atomically."""
-    arrays = {f"{part}/{i}": a for part, arrs in zip(("shift", "sums", "sumsq"), acc)
-              for i, a in enumerate(arrs)}
-    meta = {"settings": settings, "done": j, "host_state": host.bit_generator.state,
+    meta = {"settings": settings, "done": acc.count, "host_state": host.bit_generator.state,
             "noise_state": rng.bit_generator.state if xp.__name__ == "numpy" else None}
-    save_checkpoint(path, arrays, meta)
+    save_checkpoint(path, acc.arrays(), meta)
 
 
 def load_measuring(path: Path, settings: dict | None, xp) -> tuple:
-    """``(minibatches done, (shift, sums, sumsq), host state, noise state)`` of a saved
-    estimate; SystemExit, naming the fix, for one made with other settings or damaged."""
+    """``(sums, host state, noise state)`` of a saved estimate; SystemExit, naming the fix,
+    for one made with other settings or damaged (or by a version without the standard
+    error's increments)."""
     try:
         arrays, meta = load_checkpoint(path)
-        acc = tuple([xp.asarray(arrays[f"{part}/{i}"]) for i in (0, 1)]
-                    for part in ("shift", "sums", "sumsq"))
-        j, host_state, noise_state = meta["done"], meta["host_state"], meta["noise_state"]
+        acc = VarianceSums.from_arrays(arrays, 2, meta["done"], xp)
+        host_state, noise_state = meta["host_state"], meta["noise_state"]
         saved = meta["settings"]
     except (CheckpointError, KeyError, TypeError, ValueError) as exc:
         raise SystemExit(f"table1.py: {path} cannot be read ({type(exc).__name__}: {exc}): "
@@ -73,4 +73,4 @@ def load_measuring(path: Path, settings: dict | None, xp) -> tuple:
     if saved != settings:
         raise SystemExit(f"table1.py: {path} was made with {saved}, not {settings}: remove it "
                          "(that estimate starts again) or choose another --out")
-    return j, acc, host_state, noise_state
+    return acc, host_state, noise_state

@@ -36,7 +36,7 @@ from pathlib import Path
 import minivd  # noqa: F401  # isort: skip  (before NumPy: minivd/__init__ explains)
 import numpy as np
 
-from minivd import make_rng, resolve_backend, to_numpy
+from minivd import make_rng, resolve_backend
 from minivd.backend import synchronizer
 from minivd.checkpoint import CheckpointError, fingerprint, write_json
 from minivd.functional import softmax_cross_entropy_backward, softmax_cross_entropy_forward
@@ -45,6 +45,7 @@ from minivd.train import TrainConfig, Trainer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _resumable import StopFlag, load_measuring, save_measuring, stop_on_signals  # noqa: E402
+from _variance import VarianceSums  # noqa: E402
 
 ESTIMATORS = ("lrt", "per_example_weights", "shared_weights", "mean")
 PAPER = {  # K15 arXiv v1 Table 1 (PAPER.md §6)
@@ -93,8 +94,9 @@ def minibatch_grads(model, xb, yb, rng, sampler: str, xp) -> list:
 
 def gradient_variance(model, x, y, sampler, k, m, seed, xp, state: Path | None = None,
                       settings: dict | None = None, stop: StopFlag | None = None
-                      ) -> dict[str, float]:
-    """Mean over elements of the unbiased variance of K minibatch gradients (bottom, top).
+                      ) -> dict[str, dict[str, float | None]]:
+    """Mean over elements of the unbiased variance of K minibatch gradients, and its standard
+    error (``_variance.VarianceSums``): ``{"variance": {"bottom": v, "top": v}, "se": {...}}``.
 
     With ``state`` (a file), the estimate in progress (minibatches done, the shifted sums,
     the generators' states, ``settings``) is saved there every ``SAVE_EVERY`` seconds and when
@@ -105,42 +107,33 @@ def gradient_variance(model, x, y, sampler, k, m, seed, xp, state: Path | None =
     """
     host = np.random.default_rng(seed)
     rng = make_rng(seed + 1, xp)
-    j, acc = 0, None  # minibatches done; (shift, sums, sumsq), each [bottom, top]
+    acc = VarianceSums(2)  # [bottom, top]
     if state is not None and state.exists():
-        j, acc, host_state, noise_state = load_measuring(state, settings, xp)
+        acc, host_state, noise_state = load_measuring(state, settings, xp)
         host.bit_generator.state = host_state
         if noise_state is not None and xp is np:
             rng.bit_generator.state = noise_state
         else:
-            rng = make_rng(int(np.random.SeedSequence([seed + 1, j]).generate_state(1)[0]), xp)
-        print(f"continuing {sampler} from minibatch {j + 1} of {k} ({state})", flush=True)
+            rng = make_rng(int(np.random.SeedSequence([seed + 1, acc.count])
+                               .generate_state(1)[0]), xp)
+        print(f"continuing {sampler} from minibatch {acc.count + 1} of {k} ({state})",
+              flush=True)
     last_save = time.perf_counter()
-    while j < k:
+    while acc.count < k:
         idx = host.integers(0, len(x), m)
         xb, yb = xp.asarray(x[idx]), xp.asarray(y[idx])
         g = minibatch_grads(model, xb, yb, rng, sampler, xp)
-        g = [g[0].astype(xp.float64), g[-1].astype(xp.float64)]  # bottom, top
-        if acc is None:  # shifted sums: no cancellation in float64
-            acc = ([a.copy() for a in g], [xp.zeros_like(a) for a in g],
-                   [xp.zeros_like(a) for a in g])
-        shift, sums, sumsq = acc
-        for i, a in enumerate(g):
-            d = a - shift[i]
-            sums[i] += d
-            sumsq[i] += d * d
-        j += 1
+        acc.add([g[0].astype(xp.float64), g[-1].astype(xp.float64)])  # bottom, top
         stopping = stop is not None and stop.requested
-        if state is not None and j < k and (
+        if state is not None and acc.count < k and (
                 stopping or time.perf_counter() - last_save > SAVE_EVERY):
-            save_measuring(state, settings, j, acc, host, rng, xp)
+            save_measuring(state, settings, acc, host, rng, xp)
             last_save = time.perf_counter()
-        if stopping and j < k:
+        if stopping and acc.count < k:
             raise KeyboardInterrupt
-    out = {}
-    for name, s_, q in zip(("bottom", "top"), acc[1], acc[2]):
-        var = (q - s_ * s_ / k) / (k - 1)
-        out[name] = float(to_numpy(var.mean()))
-    return out
+    names = ("bottom", "top")
+    return {"variance": dict(zip(names, acc.variance())),
+            "se": dict(zip(names, acc.standard_error()))}
 
 
 def estimator_speed(model, x, y, batch, steps, xp) -> dict[str, float]:
@@ -169,7 +162,7 @@ def estimator_speed(model, x, y, batch, steps, xp) -> dict[str, float]:
     return out
 
 
-def print_table(results: dict) -> None:
+def print_table(results: dict, errors: dict | None = None) -> None:
     print(f"\n{'estimator':<22}" + "".join(
         f"{f'{w} {e} ep':>22}" for e in results for w in ("top", "bottom")))
     for est in ESTIMATORS:
@@ -188,6 +181,14 @@ def print_table(results: dict) -> None:
             print(f"epoch {e} {w}: shared/LRT {v['shared_weights'] / v['lrt']:.2f}x, "
                   f"per-example/LRT {v['per_example_weights'] / v['lrt']:.2f}x, "
                   f"LRT/mean {v['lrt'] / v['mean']:.2f}x")
+    for e, cell in (errors or {}).items():
+        for w in ("top", "bottom"):
+            rel = [f"{est} {100 * cell[w][est] / results[e][w][est]:.1f}%"
+                   for est in ESTIMATORS if cell.get(w, {}).get(est) is not None
+                   and results[e][w][est] > 0]
+            if rel:
+                print(f"epoch {e} {w}: standard error (relative, from the K increments): "
+                      + ", ".join(rel))
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -227,10 +228,12 @@ def measure_settings(args: argparse.Namespace, trainer: Trainer) -> dict:
             "width": args.width, "train_limit": args.train_limit, "data": trainer.data_id}
 
 
-def resume(trainer: Trainer, args: argparse.Namespace) -> tuple[dict, dict]:
+def resume(trainer: Trainer, args: argparse.Namespace) -> tuple[dict, dict, dict]:
     """Continue a run stopped earlier: load ``--out``'s checkpoint and return every variance
     stored in its ``measured.json``, also of epochs not in ``--epochs``, and those of the
-    estimators already done for an epoch still being measured (``{}, {}`` for a new run).
+    estimators already done for an epoch still being measured, and the standard errors of
+    both (``{}, {}, {}`` for a new run; a file written before standard errors were kept has
+    none).
 
     Raises SystemExit, naming the fix, when the folder was made with other settings (its
     checkpoint or its measurements), when ``measured.json`` is damaged or has no checkpoint
@@ -239,6 +242,7 @@ def resume(trainer: Trainer, args: argparse.Namespace) -> tuple[dict, dict]:
     path, ckpt = args.out / "measured.json", trainer.checkpoint_path
     done: dict = {}
     partial: dict = {}
+    ses: dict = {}
     if path.exists():
         if not ckpt.exists():
             raise SystemExit(f"table1.py: {path} has no checkpoint beside it, so nothing ties "
@@ -247,6 +251,7 @@ def resume(trainer: Trainer, args: argparse.Namespace) -> tuple[dict, dict]:
             stored = json.loads(path.read_text())
             settings, done = stored["settings"], dict(stored["epochs"])
             partial = dict(stored.get("partial", {}))
+            ses = dict(stored.get("standard_errors", {}))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise SystemExit(f"table1.py: {path} cannot be read ({type(exc).__name__}: {exc}): "
                              "remove it (the checkpoint stays) or choose another --out") from None
@@ -267,7 +272,7 @@ def resume(trainer: Trainer, args: argparse.Namespace) -> tuple[dict, dict]:
                          f"batch {trainer.batch_index}, past epoch(s) {missed}, which were never "
                          "measured: leave them out of --epochs, or start a new run with another "
                          "--out")
-    return done, partial
+    return done, partial, ses
 
 
 def main(argv=None) -> dict:
@@ -286,7 +291,7 @@ def main(argv=None) -> dict:
                       train_limit=args.train_limit)
     trainer = Trainer(cfg, data, args.out, log=io.StringIO())
     x, y = trainer.x, trainer.y
-    (done, partial), t_start = resume(trainer, args), time.perf_counter()
+    (done, partial, ses), t_start = resume(trainer, args), time.perf_counter()
     results = {str(e): done[str(e)] for e in args.epochs if str(e) in done}
     resumed_from = trainer.epoch
 
@@ -308,6 +313,7 @@ def main(argv=None) -> dict:
               f"{100 * trainer.history[-1]['valid_error']:.2f}%), measuring...", flush=True)
         # the estimators already measured at this epoch (a run stopped while measuring)
         cell: dict = partial.get(str(e), {"top": {}, "bottom": {}})
+        se_cell: dict = ses.setdefault(str(e), {"top": {}, "bottom": {}})
         # sha256 of the parameters: what an estimate in progress is measured on
         net = fingerprint(*(a for _, a in sorted(trainer.model.state().items())))
         flag = StopFlag()
@@ -327,7 +333,8 @@ def main(argv=None) -> dict:
                                      f"state is saved in {args.out}; the same command "
                                      "continues") from None
                 for w in ("top", "bottom"):
-                    cell[w][est] = v[w]
+                    cell[w][est] = v["variance"][w]
+                    se_cell[w][est] = v["se"][w]
                 partial[str(e)] = cell
                 if len(cell["top"]) == len(ESTIMATORS):
                     del partial[str(e)]
@@ -336,7 +343,8 @@ def main(argv=None) -> dict:
                 # measured before, also those not in this run's --epochs)
                 write_json(args.out / "measured.json", {
                     "settings": measure_settings(args, trainer),
-                    "epochs": {k: done[k] for k in sorted(done, key=int)}, "partial": partial})
+                    "epochs": {k: done[k] for k in sorted(done, key=int)}, "partial": partial,
+                    "standard_errors": ses})
                 state.unlink(missing_ok=True)  # only now: the result is stored
                 if flag.requested:  # a signal between two estimates
                     raise SystemExit(f"interrupted while measuring epoch {e}: the same "
@@ -345,12 +353,13 @@ def main(argv=None) -> dict:
         if args.json:
             write_json(args.json, {"epochs": results, "partial": True})
     results = {str(e): results[str(e)] for e in args.epochs}
-    print_table(results)
+    errors = {e: ses.get(e, {}) for e in results}
+    print_table(results, errors)
     # seconds: this invocation's wall time (a resumed run's earlier part is not in it)
     report = {"epochs": results, "config": {k: (str(v) if isinstance(v, Path) else v)
                                             for k, v in vars(args).items()},
               "backend": args.backend, "seconds": time.perf_counter() - t_start,
-              "resumed_from_epoch": resumed_from}
+              "resumed_from_epoch": resumed_from, "standard_errors": errors}
     if args.speed_steps:
         report["seconds_per_epoch"] = estimator_speed(trainer.model, x, y, 100,
                                                       args.speed_steps, xp)
