@@ -116,3 +116,38 @@ def test_per_example_variance_gradients_are_noisier_than_lrt(lrt_vs_per_example,
     b = lrt_vs_per_example["per_example_weights"][name]
     bound = 5 * np.hypot(rel_se(a), rel_se(b))
     assert mean_var(b) / mean_var(a) > 1 + bound, (mean_var(a), mean_var(b), bound)
+
+
+def test_shared_minus_per_example_variance_is_the_noise_variance_of_the_full_gradient():
+    """Law of total variance over the examples n (drawn with replacement) and the weight
+    sample ξ, with G(n, ξ) one example's gradient and ḡ(ξ) = E_n G(n, ξ) the full-data
+    gradient at one weight sample:
+
+    Var_per-example = Var(G)/M,  Var_shared = E_ξ Var_n(G)/M + Var_ξ(ḡ),  Var(G) = E_ξ Var_n(G)
+    + Var_ξ(ḡ), so Var_shared − Var_per-example = (1 − 1/M)·Var_ξ(ḡ) ≥ 0 exactly: one weight
+    sample for the minibatch is never less noisy in expectation (the Table 1 section of
+    benchmarks/README.md uses this). Three independent estimates (R = 4000 each, distinct
+    seeds); the tolerance is 5 combined standard errors (rel_se). The gap itself must be
+    more than 5 of them above 0, so a shared sampler that drew per-example noise would fail.
+    """
+    X, Y = data(3)
+    M, R = 8, 4000
+    v, se = {}, {}
+    for seed, sampler in ((11, "shared_weights"), (12, "per_example_weights")):
+        layer = VariationalDense(6, 3, p=0.5, seed=0, dtype="float64", sampler=sampler)
+        g = grad_samples(layer, X, Y, M, R, seed=seed)["theta"]
+        v[sampler], se[sampler] = mean_var(g), mean_var(g) * rel_se(g)
+    layer = VariationalDense(6, 3, p=0.5, seed=0, dtype="float64", sampler="shared_weights")
+    rng, full = make_rng(13), []
+    for _ in range(R):  # ḡ(ξ): every example, one weight sample
+        logits = layer.forward(X, rng=rng)
+        _, cache = softmax_cross_entropy_forward(logits, Y)
+        layer.backward(softmax_cross_entropy_backward(1.0, cache))
+        full.append(layer.grads["theta"].copy())
+    full = np.array(full)
+    predicted = (1 - 1 / M) * mean_var(full)
+    bound = 5 * np.sqrt(se["shared_weights"] ** 2 + se["per_example_weights"] ** 2
+                        + (predicted * rel_se(full)) ** 2)
+    gap = v["shared_weights"] - v["per_example_weights"]
+    assert abs(gap - predicted) < bound, (gap, predicted, bound)
+    assert predicted > bound, (predicted, bound)
