@@ -47,6 +47,7 @@ def test_tiny_run_beside_table1(tmp_path):
         assert r["full_gradient_variance"][w] > 0 and r["full_gradient_variance_se"][w] > 0
         assert r["predicted_gap"][w] == pytest.approx((1 - 1 / 60) * r["full_gradient_variance"][w])
         assert r["measured_gap_se"][w] > 0  # table1.py stored the standard errors
+        assert np.isfinite(r["z"][w])
     assert (tmp_path / "gap.json").exists()
     with pytest.raises(SystemExit, match="other settings"):  # another width
         table1_gap.main([*common[:3], "9", "--out", str(run), "--samples", "3"])

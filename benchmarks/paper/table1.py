@@ -7,7 +7,10 @@ examples (with replacement, fresh noise) and compute ∂(mean CE)/∂θ of the b
 weight matrices in the K15 parameterisation (σ² = αθ²: the noise reaches θ's gradient through
 γ and δ). The KL is deterministic and left out. Variance = the mean over the matrix's elements
 of the unbiased sample variance of the K estimates (not the spread around the noise-free
-gradient: the estimators' means differ from it).
+gradient: the estimators' means differ from it). Each estimate's standard error, from the
+spread of the K minibatches (``_variance.py``), is printed and written beside the variances
+(``"standard_errors"``, the same layout as ``"epochs"``); ``table1_gap.py`` predicts the
+shared-minus-per-example gap from the trained net.
 
     python benchmarks/paper/table1.py --quick --json table1_quick.json
     python benchmarks/paper/table1.py --width 1000 --epochs 10 100 --json table1.json

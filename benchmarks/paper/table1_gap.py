@@ -151,10 +151,12 @@ def main(argv=None) -> dict:
         report["predicted_gap"][w], report["predicted_gap_se"][w] = pred, pred_se
         report["measured_gap"][w], report["measured_gap_se"][w] = gap, gap_se
         shared = cell[w]["shared_weights"]
+        z = (gap - pred) / math.hypot(gap_se, pred_se) if gap_se else None
+        report.setdefault("z", {})[w] = z
         print(f"{w:>6}: predicted {pred:.3g} ± {pred_se:.2g} ({100 * pred / shared:.1f}% of "
               f"the shared estimate), measured {gap:.3g}"
-              + (f" ± {gap_se:.2g} (at most; {(gap - pred) / gap_se:+.1f} of it from the "
-                 "prediction)" if gap_se else " (no standard errors stored)"))
+              + (f" ± {gap_se:.2g} (at most): {z:+.1f} combined standard errors from the "
+                 "prediction" if gap_se else " (no standard errors stored)"))
     report["seconds"] = time.perf_counter() - t0
     if args.json:
         write_json(args.json, report)
