@@ -38,6 +38,11 @@ def test_table1_tiny_run_writes_the_schema(tmp_path):
         # measured 31–770× over seeds 0–5 (the full ordering at K = 3 is not safe, only this)
         assert cell[w]["mean"] < cell[w]["shared_weights"]
     assert set(r["seconds_per_epoch"]) == set(table1.ESTIMATORS)
+    for w in ("top", "bottom"):  # K = 3: two increments each, whose mean is the variance
+        for est, v in cell[w].items():
+            inc = r["increments"]["1"][w][est]
+            assert len(inc) == 2 and np.mean(inc) == pytest.approx(v, rel=1e-9)
+            assert r["standard_errors"]["1"][w][est] > 0
 
 
 def _tiny_table1(tmp_path, out, *extra):
@@ -361,6 +366,8 @@ def test_table1_stopped_while_measuring_keeps_the_estimators_done(tmp_path, monk
     monkeypatch.setattr(table1, "gradient_variance", real)
     cont = _tiny_table1(tmp_path, "r", "--epochs", "1")
     assert cont["epochs"] == whole["epochs"]
+    for key in table1.STATS:  # kept for the estimator done before the stop, too
+        assert cont[key] == whole[key]
     assert json.loads((tmp_path / "r" / "measured.json").read_text())["partial"] == {}
 
 
@@ -392,6 +399,7 @@ def test_table1_a_real_signal_while_measuring_loses_no_minibatch(tmp_path, monke
     assert calls[0] == 5 and (tmp_path / "sig" / "measuring_e1_per_example_weights.npz").exists()
     cont = run("sig")
     assert calls[0] == 12 and cont["epochs"] == whole["epochs"]
+    assert cont["standard_errors"] == whole["standard_errors"]
     assert not list((tmp_path / "sig").glob("measuring_*"))
 
     def crash():

@@ -70,6 +70,13 @@ def test_saved_sums_continue_bit_for_bit_and_refuse_a_wrong_count():
         VarianceSums.from_arrays(part.arrays(), 1, 5, np)
     with pytest.raises(KeyError):
         VarianceSums.from_arrays({}, 1, 4, np)
+    saved = part.arrays()
+    before = saved["sums/0"].copy()
+    VarianceSums.from_arrays(saved, 1, 4, np).add([g[4]])
+    assert np.array_equal(saved["sums/0"], before)  # restored sums are copies
+    saved["sumsq/0"] = saved["sumsq/0"][:5]
+    with pytest.raises(ValueError, match="shapes"):
+        VarianceSums.from_arrays(saved, 1, 4, np)
 
 
 def test_too_few_samples():

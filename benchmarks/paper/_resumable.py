@@ -65,7 +65,8 @@ def load_measuring(path: Path, settings: dict | None, xp) -> tuple:
         host_state, noise_state = meta["host_state"], meta["noise_state"]
         saved = meta["settings"]
     except (CheckpointError, KeyError, TypeError, ValueError) as exc:
-        raise SystemExit(f"table1.py: {path} cannot be read ({type(exc).__name__}: {exc}): "
+        raise SystemExit(f"table1.py: {path} cannot be read ({type(exc).__name__}: {exc}; a "
+                         "file written before session 10 has no standard-error increments): "
                          "remove it (that estimate starts again)") from None
     if isinstance(saved, dict) and "net" not in saved and settings is not None:
         # written before the net's fingerprint was recorded (session 8's first version)

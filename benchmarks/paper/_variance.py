@@ -16,11 +16,21 @@ Its standard error comes from Welford's increments, one scalar per sample:
 2. :math:`\\sqrt{(r-1)/r}\\,(g_r - m_{r-1})` are Helmert's contrasts: an orthogonal map of the
    centred samples, so they are uncorrelated, each with the samples' covariance, and
    :math:`\\sum_{r\\ge2} \\delta_r = (K-1)\\hat V` exactly. Each :math:`\\delta_r` is an unbiased
-   estimate of the mean variance, and for independent samples they are uncorrelated up to the
-   fourth cumulant's small cross terms.
+   estimate of the mean variance; for independent samples they are uncorrelated up to cross
+   terms in the fourth cumulant.
 3. So :math:`\\mathrm{se}(\\hat V) = \\mathrm{sd}(\\delta_2..\\delta_K)/\\sqrt{K-1}`. It accounts
    for the elements' correlation: one minibatch moves all of a matrix's elements together,
-   which an error bar per element (:math:`\\sqrt{2/(K-1)}` relative) would ignore.
+   which an error bar per element (:math:`\\sqrt{2/(K-1)}` relative) would ignore. For
+   Gaussian samples the increments are independent and :math:`\\mathrm{se}^2` is unbiased;
+   heavy tails make it low through step 2's cross terms, more so at small K (1000 repeats of
+   K = 40 samples with a Laplace common factor: the mean of :math:`\\mathrm{se}^2` was 0.90 of
+   the estimates' variance; with a normal one 1.05, as ``tests/test_variance_sums.py``
+   checks). With heavy-tailed gradients a gap of two or three standard errors is weaker
+   evidence than it looks.
+4. Two estimates made on the same minibatches (Table 1's estimators share their minibatch
+   indices) have increments paired by :math:`r`; :math:`\\mathrm{sd}(\\delta^a - \\delta^b)/
+   \\sqrt{K-1}` is the standard error of their difference, correlation included
+   (``table1_gap.py``).
 
 ``m_{r-1}`` is not stored: it is ``g_1 + S_{r-1}/(r-1)``, from the sums already kept.
 """
@@ -96,12 +106,17 @@ class VarianceSums:
         they are incomplete or do not fit ``count``."""
         self = cls(n_arrays)
         self.count = count
-        for part in ("shift", "sums", "sumsq"):
-            setattr(self, part, [xp.asarray(arrays[f"{part}/{i}"]) for i in range(n_arrays)])
+        for part in ("shift", "sums", "sumsq"):  # copies: the caller's arrays stay as they are
+            setattr(self, part, [xp.array(arrays[f"{part}/{i}"]) for i in range(n_arrays)])
         self.increments = [[float(v) for v in np.asarray(arrays[f"increments/{i}"])]
                            for i in range(n_arrays)]
         if count < 1 or any(len(inc) != count - 1 for inc in self.increments):
             raise ValueError(f"{count} samples need {count - 1} increments per array")
+        for i in range(n_arrays):
+            shapes = {a[i].shape for a in (self.shift, self.sums, self.sumsq)}
+            if len(shapes) != 1:
+                raise ValueError(f"array {i}: shift, sums and sums of squares have shapes "
+                                 f"{sorted(shapes)}")
         return self
 
     def _need(self, k: int) -> int:

@@ -64,6 +64,7 @@ PAPER = {  # K15 arXiv v1 Table 1 (PAPER.md §6)
 EPOCH_EXAMPLES = 50_000  # estimator speed is per epoch of MNIST's full training set
 PER_EXAMPLE_CHUNK = 50  # examples per pass of the per-example estimator (noise: M·D_in·D_out)
 SAVE_EVERY = 60.0  # seconds between saves of an estimate in progress
+STATS = ("standard_errors", "increments")  # kept beside the variances, per estimate
 
 
 def set_sampler(model, sampler: str) -> list[VariationalDense]:
@@ -99,14 +100,16 @@ def gradient_variance(model, x, y, sampler, k, m, seed, xp, state: Path | None =
                       settings: dict | None = None, stop: StopFlag | None = None
                       ) -> dict[str, dict[str, float | None]]:
     """Mean over elements of the unbiased variance of K minibatch gradients, and its standard
-    error (``_variance.VarianceSums``): ``{"variance": {"bottom": v, "top": v}, "se": {...}}``.
+    error (``_variance.VarianceSums``) and its K − 1 increments (for a paired error of the
+    difference of two estimators measured on the same minibatches):
+    ``{"variance": {"bottom": v, "top": v}, "se": {...}, "increments": {...}}``.
 
-    With ``state`` (a file), the estimate in progress (minibatches done, the shifted sums,
-    the generators' states, ``settings``) is saved there every ``SAVE_EVERY`` seconds and when
-    ``stop`` is set (then KeyboardInterrupt is raised, unless that was the last minibatch:
-    the estimate is then returned, and the caller stops once it is stored), and a saved one is
-    continued: bit for bit on NumPy; on CuPy, whose generator state cannot be saved, with a
-    fresh noise stream. The caller removes the file once the result is stored.
+    With ``state`` (a file), the estimate in progress (minibatches done, the shifted sums and
+    increments, the generators' states, ``settings``) is saved there every ``SAVE_EVERY``
+    seconds and when ``stop`` is set (then KeyboardInterrupt is raised, unless that was the
+    last minibatch: the estimate is then returned, and the caller stops once it is stored),
+    and a saved one is continued: bit for bit on NumPy; on CuPy, whose generator state cannot
+    be saved, with a fresh noise stream. The caller removes the file once the result is stored.
     """
     host = np.random.default_rng(seed)
     rng = make_rng(seed + 1, xp)
@@ -136,7 +139,8 @@ def gradient_variance(model, x, y, sampler, k, m, seed, xp, state: Path | None =
             raise KeyboardInterrupt
     names = ("bottom", "top")
     return {"variance": dict(zip(names, acc.variance())),
-            "se": dict(zip(names, acc.standard_error()))}
+            "se": dict(zip(names, acc.standard_error())),
+            "increments": dict(zip(names, acc.increments))}
 
 
 def estimator_speed(model, x, y, batch, steps, xp) -> dict[str, float]:
@@ -190,7 +194,7 @@ def print_table(results: dict, errors: dict | None = None) -> None:
                    for est in ESTIMATORS if cell.get(w, {}).get(est) is not None
                    and results[e][w][est] > 0]
             if rel:
-                print(f"epoch {e} {w}: standard error (relative, from the K increments): "
+                print(f"epoch {e} {w}: standard error (relative, from the K − 1 increments): "
                       + ", ".join(rel))
 
 
@@ -224,6 +228,13 @@ def parse(argv=None) -> argparse.Namespace:
     return args
 
 
+def epoch_stats(stats: dict, results: dict) -> dict:
+    """``stats`` (standard errors, increments) of the epochs in ``results``, in the layout of
+    ``"epochs"`` (empty cells for epochs measured before they were kept)."""
+    return {key: {e: stats[key].get(e, {"top": {}, "bottom": {}}) for e in results}
+            for key in STATS}
+
+
 def measure_settings(args: argparse.Namespace, trainer: Trainer) -> dict:
     """What a stored measurement depends on: the estimate's own settings and the net's (so a
     ``measured.json`` cannot be reused for another net, even beside another checkpoint)."""
@@ -234,9 +245,9 @@ def measure_settings(args: argparse.Namespace, trainer: Trainer) -> dict:
 def resume(trainer: Trainer, args: argparse.Namespace) -> tuple[dict, dict, dict]:
     """Continue a run stopped earlier: load ``--out``'s checkpoint and return every variance
     stored in its ``measured.json``, also of epochs not in ``--epochs``, and those of the
-    estimators already done for an epoch still being measured, and the standard errors of
-    both (``{}, {}, {}`` for a new run; a file written before standard errors were kept has
-    none).
+    estimators already done for an epoch still being measured, and the standard errors and
+    increments of both (``{"standard_errors": {}, "increments": {}}``; ``{}, {}`` and that for
+    a new run; a file written before they were kept has none).
 
     Raises SystemExit, naming the fix, when the folder was made with other settings (its
     checkpoint or its measurements), when ``measured.json`` is damaged or has no checkpoint
@@ -245,7 +256,7 @@ def resume(trainer: Trainer, args: argparse.Namespace) -> tuple[dict, dict, dict
     path, ckpt = args.out / "measured.json", trainer.checkpoint_path
     done: dict = {}
     partial: dict = {}
-    ses: dict = {}
+    stats: dict = {key: {} for key in STATS}
     if path.exists():
         if not ckpt.exists():
             raise SystemExit(f"table1.py: {path} has no checkpoint beside it, so nothing ties "
@@ -254,7 +265,7 @@ def resume(trainer: Trainer, args: argparse.Namespace) -> tuple[dict, dict, dict
             stored = json.loads(path.read_text())
             settings, done = stored["settings"], dict(stored["epochs"])
             partial = dict(stored.get("partial", {}))
-            ses = dict(stored.get("standard_errors", {}))
+            stats = {key: dict(stored.get(key, {})) for key in STATS}
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise SystemExit(f"table1.py: {path} cannot be read ({type(exc).__name__}: {exc}): "
                              "remove it (the checkpoint stays) or choose another --out") from None
@@ -275,7 +286,7 @@ def resume(trainer: Trainer, args: argparse.Namespace) -> tuple[dict, dict, dict
                          f"batch {trainer.batch_index}, past epoch(s) {missed}, which were never "
                          "measured: leave them out of --epochs, or start a new run with another "
                          "--out")
-    return done, partial, ses
+    return done, partial, stats
 
 
 def main(argv=None) -> dict:
@@ -294,7 +305,7 @@ def main(argv=None) -> dict:
                       train_limit=args.train_limit)
     trainer = Trainer(cfg, data, args.out, log=io.StringIO())
     x, y = trainer.x, trainer.y
-    (done, partial, ses), t_start = resume(trainer, args), time.perf_counter()
+    (done, partial, stats), t_start = resume(trainer, args), time.perf_counter()
     results = {str(e): done[str(e)] for e in args.epochs if str(e) in done}
     resumed_from = trainer.epoch
 
@@ -316,7 +327,8 @@ def main(argv=None) -> dict:
               f"{100 * trainer.history[-1]['valid_error']:.2f}%), measuring...", flush=True)
         # the estimators already measured at this epoch (a run stopped while measuring)
         cell: dict = partial.get(str(e), {"top": {}, "bottom": {}})
-        se_cell: dict = ses.setdefault(str(e), {"top": {}, "bottom": {}})
+        stat_cells = {key: stats[key].setdefault(str(e), {"top": {}, "bottom": {}})
+                      for key in STATS}
         # sha256 of the parameters: what an estimate in progress is measured on
         net = fingerprint(*(a for _, a in sorted(trainer.model.state().items())))
         flag = StopFlag()
@@ -337,7 +349,8 @@ def main(argv=None) -> dict:
                                      "continues") from None
                 for w in ("top", "bottom"):
                     cell[w][est] = v["variance"][w]
-                    se_cell[w][est] = v["se"][w]
+                    stat_cells["standard_errors"][w][est] = v["se"][w]
+                    stat_cells["increments"][w][est] = v["increments"][w]
                 partial[str(e)] = cell
                 if len(cell["top"]) == len(ESTIMATORS):
                     del partial[str(e)]
@@ -347,22 +360,22 @@ def main(argv=None) -> dict:
                 write_json(args.out / "measured.json", {
                     "settings": measure_settings(args, trainer),
                     "epochs": {k: done[k] for k in sorted(done, key=int)}, "partial": partial,
-                    "standard_errors": ses})
+                    **stats})
                 state.unlink(missing_ok=True)  # only now: the result is stored
                 if flag.requested:  # a signal between two estimates
                     raise SystemExit(f"interrupted while measuring epoch {e}: the same "
                                      "command continues")
         set_sampler(trainer.model, "lrt")
         if args.json:
-            write_json(args.json, {"epochs": results, "partial": True})
+            write_json(args.json, {"epochs": results, "partial": True,
+                                   **epoch_stats(stats, results)})
     results = {str(e): results[str(e)] for e in args.epochs}
-    errors = {e: ses.get(e, {}) for e in results}
-    print_table(results, errors)
+    print_table(results, epoch_stats(stats, results)["standard_errors"])
     # seconds: this invocation's wall time (a resumed run's earlier part is not in it)
     report = {"epochs": results, "config": {k: (str(v) if isinstance(v, Path) else v)
                                             for k, v in vars(args).items()},
               "backend": args.backend, "seconds": time.perf_counter() - t_start,
-              "resumed_from_epoch": resumed_from, "standard_errors": errors}
+              "resumed_from_epoch": resumed_from, **epoch_stats(stats, results)}
     if args.speed_steps:
         report["seconds_per_epoch"] = estimator_speed(trainer.model, x, y, 100,
                                                       args.speed_steps, xp)

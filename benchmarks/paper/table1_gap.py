@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import minivd  # noqa: F401  # isort: skip  (before NumPy: minivd/__init__ explains)
+import numpy as np
 
 from minivd import make_rng, resolve_backend
 from minivd.checkpoint import CheckpointError, write_json
@@ -43,18 +44,27 @@ from table1 import measure_settings, set_sampler  # noqa: E402
 def full_gradient(model, x, y, seed: list[int], chunk: int, xp) -> list:
     """∂(mean CE over all of x)/∂θ of the bottom and top variational layers at one shared
     weight sample: every chunk redraws it from ``make_rng(seed)``, so all see the same one
-    (the shared sampler's noise is weight-shaped: it does not depend on the chunk's size)."""
+    (the shared sampler's noise is weight-shaped: it does not depend on the chunk's size).
+    Only variational dense layers may draw noise: an activation-noise layer's draw is
+    example-shaped, so chunks would not share it; such a model is refused."""
+    other = [type(layer).__name__ for layer in model.layers
+             if type(layer).__name__ not in ("VariationalDense", "ReLU")]
+    if other:
+        raise ValueError(f"full_gradient needs a model of VariationalDense and ReLU layers "
+                         f"(table1.py's vd-b MLP), not one with {other}")
     layers = set_sampler(model, "shared_weights")
     total = None
-    for lo in range(0, len(x), chunk):
-        xc, yc = xp.asarray(x[lo:lo + chunk]), xp.asarray(y[lo:lo + chunk])
-        logits = model.forward(xc, rng=make_rng(seed, xp), train=True)
-        _, cache = softmax_cross_entropy_forward(logits, yc)
-        model.backward(softmax_cross_entropy_backward(len(xc) / len(x), cache))
-        g = [layers[0].grads["theta"].astype(xp.float64),
-             layers[-1].grads["theta"].astype(xp.float64)]
-        total = g if total is None else [a + b for a, b in zip(total, g)]
-    set_sampler(model, "lrt")
+    try:
+        for lo in range(0, len(x), chunk):
+            xc, yc = xp.asarray(x[lo:lo + chunk]), xp.asarray(y[lo:lo + chunk])
+            logits = model.forward(xc, rng=make_rng(seed, xp), train=True)
+            _, cache = softmax_cross_entropy_forward(logits, yc)
+            model.backward(softmax_cross_entropy_backward(len(xc) / len(x), cache))
+            g = [layers[0].grads["theta"].astype(xp.float64),
+                 layers[-1].grads["theta"].astype(xp.float64)]
+            total = g if total is None else [a + b for a, b in zip(total, g)]
+    finally:
+        set_sampler(model, "lrt")
     return total
 
 
@@ -108,16 +118,21 @@ def load_run(args: argparse.Namespace) -> tuple[Trainer, dict, str]:
         trainer.resume()
     except CheckpointError as exc:
         raise SystemExit(f"table1_gap.py: {exc}") from None
-    ns = argparse.Namespace(k=k, m=m, seed=args.seed, backend=args.backend, width=args.width,
-                            train_limit=args.train_limit)
+    # the backend may differ (a CPU-measured run predicted on a GPU): the net is the same
+    ns = argparse.Namespace(k=k, m=m, seed=args.seed, backend=settings.get("backend"),
+                            width=args.width, train_limit=args.train_limit)
     if settings != measure_settings(ns, trainer):
         raise SystemExit(f"table1_gap.py: {path} was measured with {settings}, not "
-                         f"{measure_settings(ns, trainer)}")
+                         f"{measure_settings(ns, trainer)}: give the run's --width, --seed and "
+                         "--train-limit, or the --out of the run that wrote it")
     epoch = str(trainer.epoch)
-    if trainer.batch_index or epoch not in stored.get("epochs", {}):
-        raise SystemExit(f"table1_gap.py: the checkpoint in {args.out} is at epoch "
-                         f"{trainer.epoch}, batch {trainer.batch_index}, which table1.py has "
-                         "not measured completely")
+    if trainer.batch_index:
+        raise SystemExit(f"table1_gap.py: the checkpoint in {args.out} is in the middle of "
+                         f"epoch {trainer.epoch + 1} (batch {trainer.batch_index}): table1.py "
+                         "measures a net at the end of an epoch only")
+    if epoch not in stored.get("epochs", {}):
+        raise SystemExit(f"table1_gap.py: table1.py has not measured all four estimators at "
+                         f"epoch {epoch}, where the checkpoint in {args.out} is")
     return trainer, stored, epoch
 
 
@@ -135,6 +150,7 @@ def main(argv=None) -> dict:
     names = ("bottom", "top")
     var, se = dict(zip(names, acc.variance())), dict(zip(names, acc.standard_error()))
     cell, ses = stored["epochs"][epoch], stored.get("standard_errors", {}).get(epoch, {})
+    incs = stored.get("increments", {}).get(epoch, {})
     report: dict = {"epoch": int(epoch), "m": m, "samples": args.samples,
                     "examples": len(trainer.x), "full_gradient_variance": var,
                     "full_gradient_variance_se": se, "predicted_gap": {}, "predicted_gap_se": {},
@@ -144,10 +160,19 @@ def main(argv=None) -> dict:
     for w in names:
         pred, pred_se = (1 - 1 / m) * var[w], (1 - 1 / m) * se[w]
         gap = cell[w]["shared_weights"] - cell[w]["per_example_weights"]
-        parts = [ses.get(w, {}).get(e) for e in ("shared_weights", "per_example_weights")]
-        # the two estimates share their minibatches (one host seed), which correlates them
-        # positively: the root sum of squares bounds the difference's standard error above
-        gap_se = math.hypot(*parts) if None not in parts else None
+        pair = ("shared_weights", "per_example_weights")
+        paired = [incs.get(w, {}).get(e) for e in pair]
+        parts = [ses.get(w, {}).get(e) for e in pair]
+        if None not in paired and len(paired[0]) == len(paired[1]) >= 2:
+            # the two estimates share their minibatch indices (one host seed): increment r
+            # of each comes from minibatch r, so their differences give the paired error
+            diff = np.subtract(*paired)
+            gap_se, how = float(np.std(diff, ddof=1) / math.sqrt(len(diff))), "paired"
+        elif None not in parts:  # stored without increments: assumes no negative correlation
+            gap_se, how = math.hypot(*parts), "unpaired"
+        else:
+            gap_se, how = None, None
+        report.setdefault("measured_gap_se_kind", {})[w] = how
         report["predicted_gap"][w], report["predicted_gap_se"][w] = pred, pred_se
         report["measured_gap"][w], report["measured_gap_se"][w] = gap, gap_se
         shared = cell[w]["shared_weights"]
@@ -155,7 +180,7 @@ def main(argv=None) -> dict:
         report.setdefault("z", {})[w] = z
         print(f"{w:>6}: predicted {pred:.3g} ± {pred_se:.2g} ({100 * pred / shared:.1f}% of "
               f"the shared estimate), measured {gap:.3g}"
-              + (f" ± {gap_se:.2g} (at most): {z:+.1f} combined standard errors from the "
+              + (f" ± {gap_se:.2g} ({how}): {z:+.1f} combined standard errors from the "
                  "prediction" if gap_se else " (no standard errors stored)"))
     report["seconds"] = time.perf_counter() - t0
     if args.json:
