@@ -235,6 +235,23 @@ def epoch_stats(stats: dict, results: dict) -> dict:
             for key in STATS}
 
 
+def make_trainer(args: argparse.Namespace, epochs: int) -> Trainer:
+    """The run's trainer (``--width``, ``--seed``, ``--train-limit``, ``--backend``, ``--out``;
+    MNIST, or ``--data-file``), not yet resumed; also used by ``table1_gap.py``."""
+    if args.data_file:
+        from minivd.data import load_npz_dataset
+
+        data = load_npz_dataset(args.data_file)
+    else:
+        from minivd.data import load_mnist
+
+        data = load_mnist()
+    cfg = TrainConfig(dataset="mnist", model="mlp", width=args.width, depth=3, method="vd-b",
+                      epochs=epochs, backend=args.backend, seed=args.seed,
+                      train_limit=args.train_limit)
+    return Trainer(cfg, data, args.out, log=io.StringIO())
+
+
 def measure_settings(args: argparse.Namespace, trainer: Trainer) -> dict:
     """What a stored measurement depends on: the estimate's own settings and the net's (so a
     ``measured.json`` cannot be reused for another net, even beside another checkpoint)."""
@@ -292,18 +309,7 @@ def resume(trainer: Trainer, args: argparse.Namespace) -> tuple[dict, dict, dict
 def main(argv=None) -> dict:
     args = parse(argv)
     xp = resolve_backend(args.backend)
-    if args.data_file:
-        from minivd.data import load_npz_dataset
-
-        data = load_npz_dataset(args.data_file)
-    else:
-        from minivd.data import load_mnist
-
-        data = load_mnist()
-    cfg = TrainConfig(dataset="mnist", model="mlp", width=args.width, depth=3, method="vd-b",
-                      epochs=args.epochs[0], backend=args.backend, seed=args.seed,
-                      train_limit=args.train_limit)
-    trainer = Trainer(cfg, data, args.out, log=io.StringIO())
+    trainer = make_trainer(args, args.epochs[0])
     x, y = trainer.x, trainer.y
     (done, partial, stats), t_start = resume(trainer, args), time.perf_counter()
     results = {str(e): done[str(e)] for e in args.epochs if str(e) in done}

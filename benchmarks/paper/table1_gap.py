@@ -20,7 +20,6 @@ epoch, each with its standard error (``_variance.py``).
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import math
 import os
@@ -34,11 +33,11 @@ import numpy as np
 from minivd import make_rng, resolve_backend
 from minivd.checkpoint import CheckpointError, write_json
 from minivd.functional import softmax_cross_entropy_backward, softmax_cross_entropy_forward
-from minivd.train import TrainConfig, Trainer
+from minivd.train import Trainer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _variance import VarianceSums  # noqa: E402
-from table1 import measure_settings, set_sampler  # noqa: E402
+from table1 import make_trainer, measure_settings, set_sampler  # noqa: E402
 
 
 def full_gradient(model, x, y, seed: list[int], chunk: int, xp) -> list:
@@ -92,15 +91,6 @@ def parse(argv=None) -> argparse.Namespace:
 def load_run(args: argparse.Namespace) -> tuple[Trainer, dict, str]:
     """The run's trainer at its checkpoint, its ``measured.json`` and the epoch it is at;
     SystemExit, naming the fix, when they are missing, damaged or do not belong together."""
-    xp_name = args.backend
-    if args.data_file:
-        from minivd.data import load_npz_dataset
-
-        data = load_npz_dataset(args.data_file)
-    else:
-        from minivd.data import load_mnist
-
-        data = load_mnist()
     path = args.out / "measured.json"
     try:
         stored = json.loads(path.read_text())
@@ -109,9 +99,7 @@ def load_run(args: argparse.Namespace) -> tuple[Trainer, dict, str]:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise SystemExit(f"table1_gap.py: {path} cannot be read ({type(exc).__name__}: "
                          f"{exc}): run table1.py with the same --width/--seed first") from None
-    cfg = TrainConfig(dataset="mnist", model="mlp", width=args.width, depth=3, method="vd-b",
-                      epochs=1, backend=xp_name, seed=args.seed, train_limit=args.train_limit)
-    trainer = Trainer(cfg, data, args.out, log=io.StringIO())
+    trainer = make_trainer(args, 1)  # the epochs need not match for a resume
     if not trainer.checkpoint_path.exists():
         raise SystemExit(f"table1_gap.py: no checkpoint in {args.out}")
     try:
