@@ -54,11 +54,25 @@ def evaluate(model: Sequential, x: np.ndarray, y: np.ndarray, *, xp: Any = np,
 
     Parameters
     ----------
+    model : Sequential
+        The network; its parameters are not changed.
+    x, y : numpy.ndarray
+        Host inputs (one example per row) and their integer labels (≥ 0), checked by
+        :func:`check_split`.
+    xp : module
+        The array module the model's parameters live on; ``x`` is copied to it batch by batch.
     mode : {"mean", "mc"}
         ``"mean"``: one deterministic pass with the mean weights (masked for sparse layers).
         ``"mc"``: the predictive distribution averaged over ``samples`` stochastic passes
         (``rng`` required); also returns ``entropy``, the mean entropy (nats) of that
         predictive distribution.
+    samples : int
+        Stochastic passes per batch in ``"mc"`` mode (≥ 1).
+    rng : Generator, optional
+        The noise generator for ``"mc"`` mode (on the model's backend); unused for ``"mean"``.
+    batch : int
+        Examples per forward pass (≥ 1): it bounds the memory; the ``"mean"`` result does not
+        depend on it (the ``"mc"`` noise is drawn batch by batch, so that result does).
     """
     if mode not in ("mean", "mc"):
         raise ValueError(f"mode must be 'mean' or 'mc', got {mode!r}")

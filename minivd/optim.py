@@ -262,8 +262,9 @@ def linear_decay_lr(lr: float, total_epochs: float, start_epoch: float = 0.0
 class ParameterAverage:
     """Temporal (Polyak) averaging: an exponential moving average of the parameters.
 
-    ``update(triples)`` after each optimiser step; ``swap(model)`` exchanges the averaged and
-    the live values in place (call it twice to swap back), so evaluation can use the average.
+    ``update(triples)`` after each optimiser step; ``swap(triples)`` (the same
+    ``model.parameters()`` triples) exchanges the averaged and the live values in place (call
+    it twice to swap back), so evaluation can use the average.
     """
 
     def __init__(self, decay: float = 0.999) -> None:

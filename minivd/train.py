@@ -60,7 +60,11 @@ def _n_classes(data: Any) -> int:
 
 
 class Trainer:
-    """Trains one model on host arrays ``(x_train, y_train, x_valid, y_valid)``."""
+    """Trains one model on host arrays ``data.x_train, y_train`` (the first
+    ``config.train_limit`` examples if set), recording the error on ``x_valid, y_valid``
+    after each epoch and reporting the one on ``x_test, y_test`` in :meth:`final_metrics`:
+    all three splits are required (float32 images, integer labels), checked when the trainer
+    is made."""
 
     def __init__(self, config: TrainConfig, data: Any, out_dir: str | Path,
                  log: TextIO | None = None) -> None:

@@ -139,6 +139,8 @@ def m17_variance_backward(dvar: Any, dlog_alpha: Any, cache: M17Cache) -> tuple[
     Parameters
     ----------
     dvar, dlog_alpha : arrays, shape of ``theta``, or None (no gradient on that output)
+    cache : M17Cache
+        From :func:`m17_variance_forward`: ``theta``, ``theta² + 1e-8`` and ``σ²``.
 
     Returns
     -------

@@ -124,6 +124,8 @@ class GaussianDropout(Layer):
         is a parameter, trained with the K15 KL, kept at ``log α ≤ 0`` by :meth:`project`).
     alpha_per : {"unit", "layer"}
         One α per unit/channel, or one shared by the layer.
+    backend, dtype
+        Where and in which float type ``log_alpha`` (or the fixed α) lives.
 
     Notes
     -----

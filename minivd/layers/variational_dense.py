@@ -62,6 +62,9 @@ class VariationalDense(VariationalLayer):
         experiments), ``(1, D_out)`` per output unit, or ``(1, 1)`` per layer.
     sparse : bool
         M17 parameterisation (per weight), ``log σ²`` initialised at ``log_sigma2_init``.
+    log_sigma2_init : float
+        Initial ``log σ²`` of every weight when ``sparse`` (default −10, M17's); ignored by
+        K15 layers.
     sampler : {"lrt", "per_example_weights", "shared_weights", "mean"}
         How training forward passes sample: local reparameterization (noise ``(N, D_out)``),
         a weight sample per example (``(N, D_in, D_out)``), one weight sample per minibatch

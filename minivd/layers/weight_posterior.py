@@ -88,6 +88,10 @@ class WeightPosterior:
         False: Gaussian dropout with a fixed α (no ``log_alpha`` parameter, no KL).
     sparse : bool
         M17 parameterisation, ``log σ²`` initialised at ``log_sigma2_init``.
+    log_sigma2_init : float
+        Initial ``log σ²`` (M17 only; must be finite).
+    backend, dtype
+        Where and in which float type the parameters live.
     """
 
     def __init__(
