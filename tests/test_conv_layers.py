@@ -84,7 +84,9 @@ def test_alpha_shapes_init_and_kl_counts(xp):
         assert layer.params["theta"].shape == (8, 3, 3, 2) and layer.params["b"].shape == (8,)
         assert np.isclose(float(layer.kl()), 8 * 3 * 3 * 2 * k, rtol=1e-5)
     theta = to_numpy(VariationalConv2D(16, 64, 3, seed=0).params["theta"])
-    assert abs(theta.std() / np.sqrt(2 / (16 * 9)) - 1) < 0.05  # 9216 draws: se 0.7%
+    # 9216 normal draws: the sample sd's relative standard error is sqrt(1 / (2·9216)) = 0.74%;
+    # we allow 5 of them (seeds 0-5 measured 0.12-0.46%)
+    assert abs(theta.std() / np.sqrt(2 / (16 * 9)) - 1) < 5 * np.sqrt(1 / (2 * theta.size))
     assert set(VariationalConv2D(2, 3, 3, sparse=True).params) == {"theta", "log_sigma2", "b"}
     assert set(VariationalConv2D(2, 3, 3, learn_alpha=False, bias=False).params) == {"theta"}
 

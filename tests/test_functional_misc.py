@@ -175,8 +175,9 @@ def test_gaussian_dropout_gradcheck(xp, layout, n, d, seed):
 def test_gaussian_dropout_noise_has_variance_alpha():
     """x·(1+√α ε) with α = p/(1−p) = 1/4: the multiplier's variance is α, not √α.
 
-    R = 200000 draws: the sample variance has relative standard error sqrt(2/R) = 0.3%;
-    we allow 5 of them.
+    R = 200000 draws: the sample mean has standard error √α/√R = 0.5/√R (the multiplier's sd
+    is √α = 0.5) and the sample variance relative standard error sqrt(2/R) = 0.3%; we allow 5
+    of each.
     """
     R = 200000
     r = np.random.default_rng(0)

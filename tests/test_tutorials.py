@@ -18,7 +18,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = sorted((ROOT / "tutorials").glob("[0-9][0-9]_*.py"))
-TIMEOUT_S = 300
 
 
 def run_tutorial(path: Path, cwd: Path, data_dir: Path) -> subprocess.CompletedProcess:
@@ -30,7 +29,7 @@ def run_tutorial(path: Path, cwd: Path, data_dir: Path) -> subprocess.CompletedP
     # waiting slow everything down many times over when other jobs share the cores.
     env.setdefault("OPENBLAS_NUM_THREADS", "1")
     return subprocess.run([sys.executable, "-W", "error::RuntimeWarning", str(path)], cwd=cwd,
-                          env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+                          env=env, capture_output=True, text=True)
 
 
 def check_run(path: Path, cwd: Path, data_dir: Path) -> None:
