@@ -198,21 +198,26 @@ def _dense(method: str, d_in: int, d_out: int, p: float, seed: int, kw: dict) ->
 
 
 def build_mlp(widths: list[int], method: str = "vd-b", *, seed: int = 0,
-              backend: str = "numpy", dtype: Any = "float32") -> Sequential:
+              backend: str = "numpy", dtype: Any = "float32", p_input: float = P_INPUT,
+              p_hidden: float = P_HIDDEN) -> Sequential:
     """A ReLU MLP with layer sizes ``widths`` (input first, classes last) and ``method``.
 
-    Noise sits on every weight layer's input (p = 0.2 on the data, 0.5 on hidden units) as
-    activation noise (binary dropout, type A) or weight noise (type B), as in Srivastava et al.
-    and K15 section 5; sparse VD ignores these rates and starts every weight at
+    Noise sits on every weight layer's input (``p_input`` = 0.2 on the data, ``p_hidden`` =
+    0.5 on hidden units) as activation noise (binary dropout, type A) or weight noise (type B,
+    α = p/(1 − p)), as in Srivastava et al. and K15 section 5; for the variational methods p
+    sets the initial α. Sparse VD ignores these rates and starts every weight at
     ``log σ² = −10``.
     """
     _check_method(method)
     if len(widths) < 2 or any(int(w) < 1 for w in widths):
         raise ValueError(f"widths must list at least two positive sizes, got {widths}")
+    for name, v in (("p_input", p_input), ("p_hidden", p_hidden)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0 < v < 1:
+            raise ValueError(f"{name} must be a number in (0, 1), got {v!r}")
     kw = dict(backend=backend, dtype=dtype)
     layers: list[Layer] = []
     for i, (d_in, d_out) in enumerate(zip(widths[:-1], widths[1:])):
-        p = P_INPUT if i == 0 else P_HIDDEN
+        p = p_input if i == 0 else p_hidden
         layers += _input_noise(method, d_in, p, kw)
         layers.append(_dense(method, d_in, d_out, p, seed + i, kw))
         if i < len(widths) - 2:

@@ -176,6 +176,29 @@ def test_training_skips_what_is_below_the_first_layer_with_parameters(monkeypatc
     assert seen == [(i, i > 1) for i in reversed(range(1, len(net.layers)))]
 
 
+def test_mlp_rates_set_each_layers_noise():
+    """p = 0.2 on the input and 0.5 on hidden layers by default (α = p/(1 − p): 0.25 and 1 for
+    the B methods, the Bernoulli rates for binary dropout); ``p_input`` and ``p_hidden`` move
+    them and nothing else."""
+    from minivd.model import build_mlp
+
+    b = build_mlp([5, 4, 4, 3], "gaussian-b", seed=0)
+    moved = build_mlp([5, 4, 4, 3], "gaussian-b", seed=0, p_input=0.5, p_hidden=0.2)
+    assert [float(b.layers[i].log_alpha.max()) for i in (0, 2, 4)] == pytest.approx(
+        [np.log(0.25), 0.0, 0.0])
+    assert [float(moved.layers[i].log_alpha.max()) for i in (0, 2, 4)] == pytest.approx(
+        [0.0, np.log(0.25), np.log(0.25)])
+    for i in (0, 2, 4):  # the same initial weights
+        np.testing.assert_array_equal(b.layers[i].params["theta"], moved.layers[i].params["theta"])
+    drop = build_mlp([5, 4, 3], "dropout", p_input=0.3)
+    assert [drop.layers[i].p_drop for i in (0, 3)] == pytest.approx([0.3, 0.5])
+    for bad in (0.0, 1.0, -0.1, float("nan"), True, "0.5"):
+        with pytest.raises(ValueError, match="p_input must be a number in"):
+            build_mlp([5, 4, 3], "vd-b", p_input=bad)
+    with pytest.raises(ValueError, match="p_hidden must be a number in"):
+        build_mlp([5, 4, 3], "vd-b", p_hidden=1.0)
+
+
 def test_kl_counts(xp):
     """KL sums over weights (type B) and over noise variables (type A), never averages."""
     from minivd.kl import kl_k15

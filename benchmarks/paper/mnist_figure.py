@@ -14,6 +14,10 @@ stopping: the reported test error is the one at the epoch of lowest validation e
 
     python benchmarks/paper/mnist_figure.py --methods vd-b none --widths 100 250 --seeds 0 1 2
     python benchmarks/paper/mnist_figure.py --plot-only
+
+``--p-input P`` trains the same nets with rate P on the input layer instead (a check, not a
+figure cell: it needs a ``--results`` folder of its own; for Gaussian B, P = 0.5 puts α = 1
+on the input, where variational B's learned α end up).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ import minivd  # noqa: F401  # isort: skip  (before NumPy: minivd/__init__ expla
 import numpy as np
 
 WIDTHS = (100, 250, 500, 750, 1000, 1250)
+DEFAULT_RESULTS = Path("benchmarks/paper/results/mnist_figure")
 METHODS = {  # our method name: the paper's label
     "none": "No dropout", "dropout": "Binary dropout", "gaussian-a": "Gaussian dropout A",
     "vd-a": "Variational dropout A", "vd-a2": "Variational dropout A2",
@@ -66,6 +71,7 @@ def run_cell(method: str, width: int, seed: int, args: argparse.Namespace) -> di
     """
     from minivd.checkpoint import write_json
     from minivd.data import load_mnist, load_npz_dataset
+    from minivd.model import build_mlp
     from minivd.train import TrainConfig, Trainer
 
     data = load_npz_dataset(args.data_file) if args.data_file else load_mnist()
@@ -75,7 +81,16 @@ def run_cell(method: str, width: int, seed: int, args: argparse.Namespace) -> di
                       seed=seed, train_limit=args.train_limit)
     name = f"{method} w={width} seed={seed}"
     out = args.results / "runs" / f"{method}_w{width}_s{seed}"
-    trainer = Trainer(cfg, data, out, log=io.StringIO())
+
+    def make_trainer() -> Trainer:
+        t = Trainer(cfg, data, out, log=io.StringIO())
+        if args.p_input is not None:  # the recipe's net with another rate on its input layer
+            t.model = build_mlp([data.x_train.shape[1], width, width, width, data.n_classes],
+                                method, seed=seed, backend=args.backend, p_input=args.p_input)
+            t.bounds = t.model.bounds()
+        return t
+
+    trainer = make_trainer()
     if trainer.checkpoint_path.exists():
         trainer.resume()  # bit-for-bit on NumPy; refuses a checkpoint made with other settings
         if all("test_error" in h for h in trainer.history):
@@ -83,7 +98,7 @@ def run_cell(method: str, width: int, seed: int, args: argparse.Namespace) -> di
         else:  # made before the test error was recorded per epoch: early stopping can't be redone
             print(f"{name}: {trainer.checkpoint_path} has no per-epoch test error; "
                   "starting the cell over", flush=True)
-            trainer = Trainer(cfg, data, out, log=io.StringIO())
+            trainer = make_trainer()
     resumed_from = trainer.epoch
 
     def on_epoch(t: Trainer) -> None:
@@ -103,6 +118,8 @@ def run_cell(method: str, width: int, seed: int, args: argparse.Namespace) -> di
               "seconds": time.time() - t0, "resumed_from_epoch": resumed_from,
               "backend": args.backend, "host": platform.node(),
               "train_limit": args.train_limit, "history": trainer.history}
+    if args.p_input is not None:
+        record["p_input"] = args.p_input
     write_json(cell_path(args.results, method, width, seed, args.epochs), record)
     return record
 
@@ -158,7 +175,11 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=100)
     ap.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     ap.add_argument("--jobs", type=int, default=1, help="cells run as parallel processes")
-    ap.add_argument("--results", type=Path, default=Path("benchmarks/paper/results/mnist_figure"))
+    ap.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
+    ap.add_argument("--p-input", type=float, default=None,
+                    help="a rate other than the recipe's 0.2 on the input layer (for the B "
+                         "methods its α = p/(1 − p)); not a figure cell, so it needs a "
+                         "--results folder of its own")
     ap.add_argument("--plot", type=Path, default=None, help="(default RESULTS/mnist_figure.png)")
     ap.add_argument("--plot-only", action="store_true")
     ap.add_argument("--train-limit", type=int, default=0, help=argparse.SUPPRESS)
@@ -166,6 +187,11 @@ def parse(argv=None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.epochs < 1 or args.jobs < 1 or min(args.widths) < 1:
         ap.error("need --epochs ≥ 1, --jobs ≥ 1 and widths ≥ 1")
+    if args.p_input is not None:
+        if not 0 < args.p_input < 1:
+            ap.error(f"--p-input must be in (0, 1), got {args.p_input}")
+        if args.results.resolve() == DEFAULT_RESULTS.resolve():
+            ap.error("--p-input runs are not the figure's cells: give them their own --results")
     return args
 
 
