@@ -21,8 +21,11 @@ from .model import check_matching
 __all__ = ["checked_state", "empty_epoch_part", "RESUME_KEYS", "HISTORY_KEYS"]
 
 RESUME_KEYS = ("dataset", "model", "width", "depth", "method", "batch", "seed", "train_limit",
-               "optimizer", "polyak")
+               "optimizer", "polyak", "p_input")
 """Config keys that must match for a resume (the rest, e.g. epochs, may change)."""
+
+_BEFORE_THE_KEY = {"p_input": 0.2}
+"""What a checkpoint written before a key was in the config was trained with."""
 
 HISTORY_KEYS = ("epoch", "seconds", "train_ce", "train_loss", "kl", "valid_error")
 """The fields of every epoch's record in ``history`` (``fit``'s ``on_epoch`` may add more)."""
@@ -41,8 +44,9 @@ def checked_state(self: Any, arrays: dict[str, np.ndarray], meta: Any) -> tuple:
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
         raise ValueError("its metadata has no config")
     old = meta["config"]
-    diff = {k: (old.get(k), getattr(self.cfg, k)) for k in RESUME_KEYS
-            if old.get(k) != getattr(self.cfg, k)}
+    was = {k: old.get(k, _BEFORE_THE_KEY.get(k)) for k in RESUME_KEYS}
+    diff = {k: (was[k], getattr(self.cfg, k)) for k in RESUME_KEYS
+            if was[k] != getattr(self.cfg, k)}
     if diff:
         raise CheckpointError(f"{path} was made with other settings "
                               f"(checkpoint vs now): {diff}")

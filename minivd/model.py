@@ -180,6 +180,11 @@ def _check_method(method: str) -> str:
     return method
 
 
+def _check_rate(name: str, v: Any) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0 < v < 1:
+        raise ValueError(f"{name} must be a number in (0, 1), got {v!r}")
+
+
 def _input_noise(method: str, d: int, p: float, kw: dict) -> list[Layer]:
     """Activation noise before a weight layer with ``d`` inputs (type A and binary dropout)."""
     if method == "dropout":
@@ -203,17 +208,16 @@ def build_mlp(widths: list[int], method: str = "vd-b", *, seed: int = 0,
     """A ReLU MLP with layer sizes ``widths`` (input first, classes last) and ``method``.
 
     Noise sits on every weight layer's input (``p_input`` = 0.2 on the data, ``p_hidden`` =
-    0.5 on hidden units) as activation noise (binary dropout, type A) or weight noise (type B,
-    α = p/(1 − p)), as in Srivastava et al. and K15 section 5; for the variational methods p
-    sets the initial α. Sparse VD ignores these rates and starts every weight at
+    0.5 on hidden units) as activation noise (binary dropout, type A) or weight noise (type B),
+    as in Srivastava et al. and K15 section 5; the Gaussian methods take α = p/(1 − p), as
+    the initial α where it is learned. Sparse VD ignores these rates and starts every weight at
     ``log σ² = −10``.
     """
     _check_method(method)
     if len(widths) < 2 or any(int(w) < 1 for w in widths):
         raise ValueError(f"widths must list at least two positive sizes, got {widths}")
-    for name, v in (("p_input", p_input), ("p_hidden", p_hidden)):
-        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0 < v < 1:
-            raise ValueError(f"{name} must be a number in (0, 1), got {v!r}")
+    _check_rate("p_input", p_input)
+    _check_rate("p_hidden", p_hidden)
     kw = dict(backend=backend, dtype=dtype)
     layers: list[Layer] = []
     for i, (d_in, d_out) in enumerate(zip(widths[:-1], widths[1:])):
@@ -225,7 +229,8 @@ def build_mlp(widths: list[int], method: str = "vd-b", *, seed: int = 0,
     return Sequential(layers, kl_factor=1 / 3 if method == "vd-a2" else 1.0)
 
 
-def _build_lenet5(method: str, seed: int, backend: str, dtype: Any) -> Sequential:
+def _build_lenet5(method: str, seed: int, backend: str, dtype: Any,
+                  p_input: float = P_INPUT) -> Sequential:
     from .layers.conv import Conv2D, Flatten, MaxPool2D, VariationalConv2D
 
     kw = dict(backend=backend, dtype=dtype)
@@ -240,7 +245,8 @@ def _build_lenet5(method: str, seed: int, backend: str, dtype: Any) -> Sequentia
         return _input_noise(method, c_in, p, kw) + [c, ReLU(), MaxPool2D(2)]
 
     layers: list[Layer] = [Reshape((1, 28, 28))]
-    layers += conv(1, 20, P_INPUT, seed) + conv(20, 50, P_HIDDEN, seed + 1) + [Flatten()]
+    _check_rate("p_input", p_input)
+    layers += conv(1, 20, p_input, seed) + conv(20, 50, P_HIDDEN, seed + 1) + [Flatten()]
     for i, (d_in, d_out) in enumerate([(800, 500), (500, 10)]):
         layers += _input_noise(method, d_in, P_HIDDEN, kw)
         layers.append(_dense(method, d_in, d_out, P_HIDDEN, seed + 2 + i, kw))
@@ -251,9 +257,11 @@ def _build_lenet5(method: str, seed: int, backend: str, dtype: Any) -> Sequentia
 
 def build_model(model: str = "mlp", method: str = "vd-b", *, width: int = 512, depth: int = 2,
                 in_features: int = 784, n_classes: int = 10, seed: int = 0,
-                backend: str = "numpy", dtype: Any = "float32") -> Sequential:
+                backend: str = "numpy", dtype: Any = "float32",
+                p_input: float = P_INPUT) -> Sequential:
     """Build ``"mlp"`` (``depth`` hidden layers of ``width``), ``"lenet-300-100"`` or
-    ``"lenet-5"`` (20@5×5, pool, 50@5×5, pool, FC 500, FC 10; 28×28 inputs) with ``method``."""
+    ``"lenet-5"`` (20@5×5, pool, 50@5×5, pool, FC 500, FC 10; 28×28 inputs) with ``method``
+    and noise rate ``p_input`` on the input layer (:func:`build_mlp`)."""
     _check_method(method)
     for name, v, lo in (("seed", seed, 0), ("width", width, 1), ("depth", depth, 0),
                         ("in_features", in_features, 1), ("n_classes", n_classes, 1)):
@@ -261,12 +269,13 @@ def build_model(model: str = "mlp", method: str = "vd-b", *, width: int = 512, d
             raise ValueError(f"{name} must be an int ≥ {lo}, got {v!r}")
     if model == "mlp":
         widths = [in_features] + [int(width)] * int(depth) + [n_classes]
-        return build_mlp(widths, method, seed=seed, backend=backend, dtype=dtype)
+        return build_mlp(widths, method, seed=seed, backend=backend, dtype=dtype,
+                         p_input=p_input)
     if model == "lenet-300-100":
         return build_mlp([in_features, 300, 100, n_classes], method, seed=seed, backend=backend,
-                         dtype=dtype)
+                         dtype=dtype, p_input=p_input)
     if model == "lenet-5":
         if in_features != 784 or n_classes != 10:
             raise ValueError("lenet-5 takes 28×28 images (784 features) and 10 classes")
-        return _build_lenet5(method, seed, backend, dtype)
+        return _build_lenet5(method, seed, backend, dtype, p_input)
     raise ValueError(f"unknown model {model!r}; valid models: {', '.join(MODELS)}")

@@ -94,7 +94,7 @@ class Trainer:
             config.model, config.method, width=config.width, depth=config.depth,
             in_features=x.shape[1],
             n_classes=_n_classes(data),
-            seed=config.seed, backend=config.backend)
+            seed=config.seed, backend=config.backend, p_input=config.p_input)
         self.bounds = self.model.bounds()  # constrained parameters, clipped in each step
         self.opt = (Adam(config.lr) if config.optimizer == "adam"
                     else SGD(config.lr, config.momentum))

@@ -7,6 +7,8 @@ import dataclasses
 import math
 import numbers
 
+from .model import P_INPUT
+
 __all__ = ["TrainConfig"]
 
 
@@ -33,6 +35,7 @@ class TrainConfig:
     backend: str = "numpy"
     seed: int = 0
     train_limit: int = 0  # use only the first n training examples (0: all)
+    p_input: float = P_INPUT  # the noise rate on the input layer (0.5 on hidden layers)
 
     def check(self) -> TrainConfig:
         for name, least in (("epochs", 1), ("batch", 1), ("width", 1), ("depth", 0),
@@ -43,7 +46,8 @@ class TrainConfig:
             setattr(self, name, int(v))  # NumPy integers too, stored as plain ints (JSON)
         if self.seed >= 2**31:  # [seed, k] hashes as seed + k·2³²: keep int seeds clear of it
             raise ValueError(f"seed must be < 2**31, got {self.seed}")
-        for name in ("lr", "kl_delay", "kl_warmup", "lr_decay_start", "momentum", "polyak"):
+        for name in ("lr", "kl_delay", "kl_warmup", "lr_decay_start", "momentum", "polyak",
+                     "p_input"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
                 raise ValueError(f"{name} must be a finite number, got {v!r}")
@@ -64,6 +68,8 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if not 0 <= self.polyak < 1:
             raise ValueError(f"polyak must lie in [0, 1), got {self.polyak}")
+        if not 0 < self.p_input < 1:
+            raise ValueError(f"p_input must lie in (0, 1), got {self.p_input}")
         return self
 
     def beta(self, epoch: float) -> float:

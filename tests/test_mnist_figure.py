@@ -2,6 +2,7 @@
 (the real cells are the results page's)."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def test_mnist_figure_cell_stopped_then_resumed_equals_uninterrupted(tmp_path, m
     assert (whole["best_epoch"], whole["test_error"]) == (best["epoch"], best["test_error"])
 
 
-def test_mnist_figure_p_input_trains_and_resumes_its_own_net(tmp_path, monkeypatch):
+def test_mnist_figure_p_input_trains_and_resumes_its_own_net(tmp_path, monkeypatch, capsys):
     import mnist_figure
 
     from minivd.train import Trainer
@@ -120,10 +121,24 @@ def test_mnist_figure_p_input_trains_and_resumes_its_own_net(tmp_path, monkeypat
     drop = [{k: v for k, v in h.items() if k != "seconds"} for h in resumed["history"]]
     assert drop == [{k: v for k, v in h.items() if k != "seconds"} for h in whole["history"]]
 
-    for bad in (["--p-input", "1.5", "--results", str(tmp_path / "c")],
-                ["--p-input", "0.5"]):  # not into the figure's own folder
+    # the rate is part of the run's settings: a checkpoint or a cell made with another one
+    # is refused, not continued or skipped
+    from minivd.checkpoint import CheckpointError
+
+    monkeypatch.setattr(Trainer, "train_epoch", stop_in_epoch_2)
+    calls["n"] = 0
+    args_c = [*base, "--p-input", "0.5", "--results", str(tmp_path / "c")]
+    with pytest.raises(KeyboardInterrupt):
+        mnist_figure.main(args_c)
+    with pytest.raises(CheckpointError, match="other settings.*p_input"):
+        mnist_figure.main([*base, "--results", str(tmp_path / "c")])
+    with pytest.raises(SystemExit, match="another --p-input"):
+        mnist_figure.main([*base, "--p-input", "0.3", "--results", str(tmp_path / "b")])
+    for bad, says in ((["--p-input", "1.5", "--results", str(tmp_path / "d")], "in \\(0, 1\\)"),
+                      (["--p-input", "0.5"], "own --results")):  # not the figure's folder
         with pytest.raises(SystemExit):
             mnist_figure.parse(bad)
+        assert re.search(says, capsys.readouterr().err)
 
 
 def test_mnist_figure_restarts_a_cell_whose_checkpoint_lacks_test_errors(tmp_path, capsys):

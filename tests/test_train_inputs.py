@@ -30,7 +30,8 @@ CFG = dict(dataset="xor", width=8, depth=1, method="vd-b", epochs=1, batch=50)
     (dict(kl_delay=float("nan")), "kl_delay must be a finite"), (dict(batch=True), "batch"),
     (dict(lr=float("inf")), "lr must be a finite"), (dict(momentum=-0.1), "momentum"),
     (dict(lr_schedule="linear", lr_decay_start=5, epochs=5), "must be less than epochs"),
-    (dict(seed=2**31), "seed must be < 2")])
+    (dict(seed=2**31), "seed must be < 2"), (dict(p_input=1.0), r"p_input must lie in \(0, 1\)"),
+    (dict(p_input=0), "p_input must lie in"), (dict(p_input=float("nan")), "p_input must be a")])
 def test_config_rejects_non_integers_and_non_finite_numbers(kw, match):
     with pytest.raises(ValueError, match=match):
         TrainConfig(**kw).check()
@@ -100,11 +101,19 @@ def test_resume_refuses_other_data_under_the_same_name(tmp_path):
     trainer(cfg, data, tmp_path).resume()  # the same data resumes
 
 
-@pytest.mark.parametrize("kw", [dict(polyak=0.9), dict(optimizer="sgd")])
-def test_resume_refuses_another_optimiser_or_average(tmp_path, kw):
+@pytest.mark.parametrize("kw", [dict(polyak=0.9), dict(optimizer="sgd"), dict(p_input=0.5)])
+def test_resume_refuses_another_optimiser_average_or_input_rate(tmp_path, kw):
     _, _, data = _trained(tmp_path)
     with pytest.raises(CheckpointError, match="other settings"):
         trainer(TrainConfig(**{**CFG, **kw}), data, tmp_path).resume()
+
+
+def test_a_checkpoint_from_before_p_input_resumes_as_rate_0_2(tmp_path):
+    t, cfg, data = _trained(tmp_path)
+    _damage(t.checkpoint_path, meta=lambda m: m["config"].pop("p_input"))
+    trainer(cfg, data, tmp_path).resume()  # cfg has the default p_input = 0.2
+    with pytest.raises(CheckpointError, match=r"'p_input': \(0.2, 0.5\)"):
+        trainer(TrainConfig(**{**CFG, "p_input": 0.5}), data, tmp_path).resume()
 
 
 def _damage(path, arrays=None, meta=None):

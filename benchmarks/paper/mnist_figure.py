@@ -71,26 +71,17 @@ def run_cell(method: str, width: int, seed: int, args: argparse.Namespace) -> di
     """
     from minivd.checkpoint import write_json
     from minivd.data import load_mnist, load_npz_dataset
-    from minivd.model import build_mlp
     from minivd.train import TrainConfig, Trainer
 
     data = load_npz_dataset(args.data_file) if args.data_file else load_mnist()
     cfg = TrainConfig(model="mlp", width=width, depth=3, method=method, epochs=args.epochs,
                       batch=100, lr=1e-3, lr_schedule="linear",
                       lr_decay_start=args.epochs / 2, polyak=0.999, backend=args.backend,
-                      seed=seed, train_limit=args.train_limit)
+                      seed=seed, train_limit=args.train_limit,
+                      **({} if args.p_input is None else {"p_input": args.p_input}))
     name = f"{method} w={width} seed={seed}"
     out = args.results / "runs" / f"{method}_w{width}_s{seed}"
-
-    def make_trainer() -> Trainer:
-        t = Trainer(cfg, data, out, log=io.StringIO())
-        if args.p_input is not None:  # the recipe's net with another rate on its input layer
-            t.model = build_mlp([data.x_train.shape[1], width, width, width, data.n_classes],
-                                method, seed=seed, backend=args.backend, p_input=args.p_input)
-            t.bounds = t.model.bounds()
-        return t
-
-    trainer = make_trainer()
+    trainer = Trainer(cfg, data, out, log=io.StringIO())
     if trainer.checkpoint_path.exists():
         trainer.resume()  # bit-for-bit on NumPy; refuses a checkpoint made with other settings
         if all("test_error" in h for h in trainer.history):
@@ -98,7 +89,7 @@ def run_cell(method: str, width: int, seed: int, args: argparse.Namespace) -> di
         else:  # made before the test error was recorded per epoch: early stopping can't be redone
             print(f"{name}: {trainer.checkpoint_path} has no per-epoch test error; "
                   "starting the cell over", flush=True)
-            trainer = make_trainer()
+            trainer = Trainer(cfg, data, out, log=io.StringIO())
     resumed_from = trainer.epoch
 
     def on_epoch(t: Trainer) -> None:
@@ -177,8 +168,8 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--jobs", type=int, default=1, help="cells run as parallel processes")
     ap.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     ap.add_argument("--p-input", type=float, default=None,
-                    help="a rate other than the recipe's 0.2 on the input layer (for the B "
-                         "methods its α = p/(1 − p)); not a figure cell, so it needs a "
+                    help="a rate other than the recipe's 0.2 on the input layer (for the "
+                         "Gaussian methods α = p/(1 − p)); not a figure cell, so it needs a "
                          "--results folder of its own")
     ap.add_argument("--plot", type=Path, default=None, help="(default RESULTS/mnist_figure.png)")
     ap.add_argument("--plot-only", action="store_true")
@@ -198,8 +189,15 @@ def parse(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse(argv)
     args.results.mkdir(parents=True, exist_ok=True)
-    todo = [(m, w, s) for m in args.methods for w in args.widths for s in args.seeds
-            if not cell_path(args.results, m, w, s, args.epochs).exists()]
+    todo = []
+    for m, w, s in [(m, w, s) for m in args.methods for w in args.widths for s in args.seeds]:
+        path = cell_path(args.results, m, w, s, args.epochs)
+        if not path.exists():
+            todo.append((m, w, s))
+        elif json.loads(path.read_text()).get("p_input") != args.p_input:
+            raise SystemExit(f"{path} was trained with another --p-input "
+                             f"({json.loads(path.read_text()).get('p_input')}); "
+                             "give this run its own --results")
     if not args.plot_only:
         print(f"{len(todo)} cells to run ({args.jobs} at a time) on {args.backend}", flush=True)
         if args.jobs == 1:
