@@ -14,6 +14,28 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks" / "pap
 from .test_cli import blobs_file  # noqa: E402
 
 
+def _no_seconds(history):
+    return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
+
+
+def _stop_in_epoch_2(monkeypatch):
+    """From now on the 2nd ``Trainer.train_epoch`` call raises KeyboardInterrupt, as Ctrl-C
+    does (the fit loop saves a checkpoint and re-raises); returns what undoes it."""
+    from minivd.train import Trainer
+
+    calls = {"n": 0}
+    train_epoch = Trainer.train_epoch
+
+    def stopping(self):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return train_epoch(self)
+
+    monkeypatch.setattr(Trainer, "train_epoch", stopping)
+    return lambda: monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+
+
 def test_mnist_figure_cells_are_stored_and_skipped(tmp_path):
     import mnist_figure
 
@@ -37,27 +59,16 @@ def test_mnist_figure_cell_stopped_then_resumed_equals_uninterrupted(tmp_path, m
                                                                       capsys):
     import mnist_figure
 
-    from minivd.train import Trainer
-
     f = blobs_file(tmp_path / "blobs.npz")
     base = ["--methods", "vd-b", "--widths", "8", "--epochs", "3", "--data-file", str(f)]
     assert mnist_figure.main([*base, "--results", str(tmp_path / "a")]) == 0
     (whole,) = mnist_figure.load_cells(tmp_path / "a")
 
-    calls = {"n": 0}
-    train_epoch = Trainer.train_epoch
-
-    def stop_in_epoch_2(self):  # as Ctrl-C does: the fit loop saves a checkpoint and re-raises
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return train_epoch(self)
-
-    monkeypatch.setattr(Trainer, "train_epoch", stop_in_epoch_2)
+    train_on = _stop_in_epoch_2(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         mnist_figure.main([*base, "--results", str(tmp_path / "b")])
     assert mnist_figure.load_cells(tmp_path / "b") == []  # no record for an unfinished cell
-    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+    train_on()
     capsys.readouterr()
     assert mnist_figure.main([*base, "--results", str(tmp_path / "b")]) == 0
     out = capsys.readouterr().out
@@ -65,11 +76,7 @@ def test_mnist_figure_cell_stopped_then_resumed_equals_uninterrupted(tmp_path, m
     assert "vd-b w=8 seed=0: epoch 3/3, valid" in out and "epoch 1/3" not in out
     (resumed,) = mnist_figure.load_cells(tmp_path / "b")
     assert resumed["resumed_from_epoch"] == 1 and whole["resumed_from_epoch"] == 0
-
-    def no_seconds(history):
-        return [{k: v for k, v in h.items() if k != "seconds"} for h in history]
-
-    assert no_seconds(resumed["history"]) == no_seconds(whole["history"])  # bit-for-bit
+    assert _no_seconds(resumed["history"]) == _no_seconds(whole["history"])  # bit-for-bit
     assert all("test_error" in h for h in whole["history"])
     for k in ("test_error", "best_epoch", "best_valid_error", "final_test_error"):
         assert resumed[k] == whole[k]
@@ -101,32 +108,21 @@ def test_mnist_figure_p_input_trains_and_resumes_its_own_net(tmp_path, monkeypat
     assert whole["history"][0]["train_ce"] != recipe["history"][0]["train_ce"]
 
     # stopped in epoch 2 and resumed: the resumed trainer has α = 1 on its input too
-    calls = {"n": 0}
-    train_epoch = Trainer.train_epoch
-
-    def stop_in_epoch_2(self):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return train_epoch(self)
-
-    monkeypatch.setattr(Trainer, "train_epoch", stop_in_epoch_2)
+    train_on = _stop_in_epoch_2(monkeypatch)
     args_b = [*base, "--p-input", "0.5", "--results", str(tmp_path / "b")]
     with pytest.raises(KeyboardInterrupt):
         mnist_figure.main(args_b)
-    monkeypatch.setattr(Trainer, "train_epoch", train_epoch)
+    train_on()
     assert mnist_figure.main(args_b) == 0
     (resumed,) = mnist_figure.load_cells(tmp_path / "b")
     assert resumed["resumed_from_epoch"] == 1 and input_log_alpha[-1] == 0.0
-    drop = [{k: v for k, v in h.items() if k != "seconds"} for h in resumed["history"]]
-    assert drop == [{k: v for k, v in h.items() if k != "seconds"} for h in whole["history"]]
+    assert _no_seconds(resumed["history"]) == _no_seconds(whole["history"])
 
     # the rate is part of the run's settings: a checkpoint or a cell made with another one
     # is refused, not continued or skipped
     from minivd.checkpoint import CheckpointError
 
-    monkeypatch.setattr(Trainer, "train_epoch", stop_in_epoch_2)
-    calls["n"] = 0
+    _stop_in_epoch_2(monkeypatch)
     args_c = [*base, "--p-input", "0.5", "--results", str(tmp_path / "c")]
     with pytest.raises(KeyboardInterrupt):
         mnist_figure.main(args_c)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import os
 import platform
@@ -190,13 +191,14 @@ def main(argv=None) -> int:
     args = parse(argv)
     args.results.mkdir(parents=True, exist_ok=True)
     todo = []
-    for m, w, s in [(m, w, s) for m in args.methods for w in args.widths for s in args.seeds]:
+    for m, w, s in itertools.product(args.methods, args.widths, args.seeds):
         path = cell_path(args.results, m, w, s, args.epochs)
         if not path.exists():
             todo.append((m, w, s))
-        elif json.loads(path.read_text()).get("p_input") != args.p_input:
-            raise SystemExit(f"{path} was trained with another --p-input "
-                             f"({json.loads(path.read_text()).get('p_input')}); "
+            continue
+        had = json.loads(path.read_text()).get("p_input")
+        if had != args.p_input:
+            raise SystemExit(f"{path} was trained with another --p-input ({had}); "
                              "give this run its own --results")
     if not args.plot_only:
         print(f"{len(todo)} cells to run ({args.jobs} at a time) on {args.backend}", flush=True)
